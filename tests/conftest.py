@@ -1,0 +1,88 @@
+"""Shared fixtures: real services on loopback, fresh state per test.
+
+Under ``CI=true`` a test marked ``service`` may not be skipped: the skip becomes a failure,
+so a missing Redis or PostgreSQL can never turn a red build green.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+REDIS_URL = os.environ.get("IMGMOD_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+PG_ADMIN_URL = os.environ.get("IMGMOD_TEST_PG_URL", "postgresql://root@127.0.0.1:5432/test")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if (
+        os.environ.get("CI", "").lower() == "true"
+        and report.skipped
+        and item.get_closest_marker("service") is not None
+    ):
+        report.outcome = "failed"
+        report.longrepr = f"service test skipped under CI: {report.longrepr}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The machine's Redis, database 15, flushed before and after."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as exc:
+        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'imgmod.db'}"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test, dropped afterwards."""
+    import psycopg2
+
+    name = f"imgmod_t_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg2.connect(PG_ADMIN_URL)
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with admin.cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request) -> str:
+    """Runs the test once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("pg_url")

@@ -1,0 +1,309 @@
+"""The shared rate limiter against a real Redis: many processes and threads, one cap.
+
+Permits are judged by the Redis server time each was booked for (``Grant.slot_us``): that is the
+schedule the limiter promises, free of client-side scheduling noise.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+import redis
+from worker.local import free_port
+
+from worker.limits import LimiterTimeout, LimiterUnavailable, RateLimiter
+
+T = TypeVar("T")
+SECOND_US = 1_000_000
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
+    """Poll until ``predicate()`` is truthy; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def max_in_window(stamps_us: list[int], window_us: int = SECOND_US) -> int:
+    """Most stamps inside any half-open window ``[a, a + window_us)``."""
+    stamps = sorted(stamps_us)
+    best, lo = 0, 0
+    for hi, stamp in enumerate(stamps):
+        while stamp - stamps[lo] >= window_us:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_url)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def key() -> str:
+    return f"test:limiter:{uuid.uuid4().hex}"
+
+
+def hammer(url: str, key: str, qps: float, threads: int, control: str) -> list[tuple[int, float]]:
+    """One worker process: ``threads`` threads acquire until the parent's stop time.
+
+    Returns (server slot in µs, client time when acquire returned) per permit.
+    """
+    c = redis.Redis.from_url(url)
+    limiter = RateLimiter(c, key=key, qps=qps)
+    c.incr(f"{control}:ready")
+    stop = float(wait_for(lambda: c.get(f"{control}:stop"), 60, "the start signal") or 0)
+    grants: list[tuple[int, float]] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        while time.time() < stop:
+            grant = limiter.acquire_grant(timeout=10)
+            returned = time.time()
+            with lock:
+                grants.append((grant.slot_us, returned))
+
+    pool = [threading.Thread(target=run) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    c.close()
+    return grants
+
+
+@pytest.mark.service
+def test_processes_and_threads_together_never_exceed_the_cap_in_any_second(
+    redis_url: str, client: redis.Redis, key: str
+) -> None:
+    qps, processes, threads, duration = 50, 3, 32, 3.0
+    control = f"{key}:control"
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(processes) as pool:
+        results = [
+            pool.apply_async(hammer, (redis_url, key, qps, threads, control))
+            for _ in range(processes)
+        ]
+        wait_for(lambda: int(client.get(f"{control}:ready") or 0) == processes, 60, "workers ready")
+        client.set(f"{control}:stop", repr(time.time() + duration))
+        per_process = [r.get(timeout=60) for r in results]
+
+    assert all(len(grants) > 10 for grants in per_process), [len(g) for g in per_process]
+    slots = sorted(slot for grants in per_process for slot, _ in grants)
+    gaps = [b - a for a, b in zip(slots, slots[1:], strict=False)]
+    span = (slots[-1] - slots[0]) / SECOND_US
+    rate = (len(slots) - 1) / span
+    assert span > duration - 0.5
+    assert rate == pytest.approx(qps, rel=0.02)
+    assert min(gaps) >= SECOND_US // qps  # the emission interval is never cut short
+    assert max_in_window(slots) <= qps
+    # Acquire returns at the booked slot: client-side stamps show only scheduling noise.
+    returned = [int(t * SECOND_US) for grants in per_process for _, t in grants]
+    assert max_in_window(returned) <= qps + 2
+
+
+@pytest.mark.service
+def test_a_throttle_signal_slows_every_limiter_on_the_key(client: redis.Redis, key: str) -> None:
+    a = RateLimiter(client, key=key, qps=50, increase_per_second=0.001)
+    b = RateLimiter(
+        redis.Redis(connection_pool=client.connection_pool),
+        key=key,
+        qps=50,
+        increase_per_second=0.001,
+    )
+    assert b.current_rate() == pytest.approx(50)
+    a.on_throttled()
+    assert b.current_rate() == pytest.approx(25, abs=0.01)
+    # a volley of 403s from many threads within the window is one signal
+    for _ in range(5):
+        a.on_throttled()
+        b.on_throttled()
+    assert a.current_rate() == pytest.approx(25, abs=0.01)
+    slots = [b.acquire_grant(timeout=5).slot_us for _ in range(5)]
+    gaps = [y - x for x, y in zip(slots, slots[1:], strict=False)]
+    assert all(SECOND_US // 25 <= gap < SECOND_US // 25 + 5_000 for gap in gaps), gaps
+
+
+@pytest.mark.service
+def test_the_rate_recovers_to_the_configured_qps_after_a_cut(client: redis.Redis, key: str) -> None:
+    limiter = RateLimiter(client, key=key, qps=50, increase_per_second=50, decrease_window=0.2)
+    other = RateLimiter(client, key=key, qps=50, increase_per_second=50)
+    limiter.on_throttled()
+    cut_at = time.monotonic()
+    assert other.current_rate() < 30
+    for _ in range(100):
+        other.on_success()  # free: no round trip
+    assert other.round_trips == 1
+    wait_for(lambda: other.current_rate() == pytest.approx(50), 5, "recovery to 50/s")
+    assert time.monotonic() - cut_at >= 0.4  # 25/s back to 50/s at +50/s takes 0.5 s
+    # once the window has passed, a new 403 is a new signal
+    limiter.on_throttled()
+    assert other.current_rate() < 30
+
+
+@pytest.mark.service
+def test_repeated_cuts_stop_at_the_floor(client: redis.Redis, key: str) -> None:
+    limiter = RateLimiter(
+        client, key=key, qps=100, min_qps=20, decrease_window=0, increase_per_second=0.001
+    )
+    for _ in range(6):
+        limiter.on_throttled()
+    assert limiter.current_rate() == pytest.approx(20, abs=0.01)
+
+
+@pytest.mark.service
+def test_a_changed_qps_takes_effect_without_flushing_redis(client: redis.Redis, key: str) -> None:
+    def gaps(limiter: RateLimiter, n: int) -> list[int]:
+        slots = [limiter.acquire_grant(timeout=5).slot_us for _ in range(n)]
+        return [y - x for x, y in zip(slots, slots[1:], strict=False)]
+
+    slow = gaps(RateLimiter(client, key=key, qps=10), 3)
+    assert all(100_000 <= g < 105_000 for g in slow), slow
+    raised = gaps(RateLimiter(client, key=key, qps=100), 6)
+    assert all(10_000 <= g < 15_000 for g in raised), raised
+    lowered = gaps(RateLimiter(client, key=key, qps=20), 4)
+    assert all(50_000 <= g < 55_000 for g in lowered), lowered
+
+
+@pytest.mark.service
+def test_permits_are_spaced_by_the_interval_rounded_up_to_a_microsecond(
+    client: redis.Redis, key: str
+) -> None:
+    # 1e6 / 300.3 = 3330.003 µs: rounding up keeps any second at or under ceil(qps) permits
+    limiter = RateLimiter(client, key=key, qps=300.3)
+    slots = [limiter.acquire_grant(timeout=5).slot_us for _ in range(20)]
+    assert min(y - x for x, y in zip(slots, slots[1:], strict=False)) == 3331
+
+
+@pytest.mark.service
+def test_a_cut_rate_is_capped_by_a_lowered_qps_and_recovers_to_a_raised_one(
+    client: redis.Redis, key: str
+) -> None:
+    RateLimiter(client, key=key, qps=100, increase_per_second=0.001).on_throttled()
+    assert RateLimiter(client, key=key, qps=30).current_rate() == pytest.approx(30)
+    raised = RateLimiter(client, key=key, qps=200, increase_per_second=1000)
+    wait_for(lambda: raised.current_rate() == pytest.approx(200), 3, "recovery to 200/s")
+
+
+@pytest.mark.service
+def test_try_acquire_takes_nothing_when_it_says_wait(client: redis.Redis, key: str) -> None:
+    limiter = RateLimiter(client, key=key, qps=2)
+    assert limiter.try_acquire() == 0.0
+    wait = limiter.try_acquire()
+    assert 0.3 < wait <= 0.5
+    assert 0.3 < limiter.try_acquire() <= wait  # the refusal booked no slot
+    wait_for(lambda: limiter.try_acquire() == 0.0, 2, "the next permit")
+
+
+@pytest.mark.service
+def test_burst_admits_that_many_permits_at_once_then_spaces_them(
+    client: redis.Redis, key: str
+) -> None:
+    limiter = RateLimiter(client, key=key, qps=5, burst=2)
+    assert [limiter.try_acquire() for _ in range(2)] == [0.0, 0.0]
+    assert limiter.try_acquire() > 0.1
+
+
+@pytest.mark.service
+def test_acquire_times_out_at_once_when_the_next_permit_is_too_far(
+    client: redis.Redis, key: str
+) -> None:
+    limiter = RateLimiter(client, key=key, qps=0.5)
+    assert limiter.acquire(timeout=1) < 0.1
+    start = time.monotonic()
+    with pytest.raises(LimiterTimeout, match="within 0.5 s"):
+        limiter.acquire(timeout=0.5)
+    assert time.monotonic() - start < 0.2  # no point sleeping out a hopeless wait
+    assert limiter.try_acquire() > 1.5  # the timed-out call took no permit
+
+
+@pytest.mark.service
+def test_redis_down_is_a_clear_error_not_a_permit() -> None:
+    port = free_port()
+    limiter = RateLimiter.from_url(f"redis://:s3cret-pass@127.0.0.1:{port}/0", qps=10)
+    start = time.monotonic()
+    with pytest.raises(LimiterUnavailable, match=f"127.0.0.1:{port}") as excinfo:
+        limiter.acquire(timeout=5)
+    assert time.monotonic() - start < 3
+    assert "s3cret" not in str(excinfo.value)
+    for call in (limiter.try_acquire, limiter.on_throttled, limiter.current_rate):
+        with pytest.raises(LimiterUnavailable, match="no permit granted"):
+            call()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """Start (and restart) a throwaway redis-server on a free loopback port."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        started.append(proc)
+        probe = redis.Redis(port=port)
+        wait_for(lambda: _pings(probe), 10, f"redis-server on port {port}")
+        probe.close()
+        return proc
+
+    start.port = port  # type: ignore[attr-defined]
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+@pytest.mark.service
+def test_limiter_survives_a_redis_restart(
+    private_redis: Callable[[], subprocess.Popen[bytes]],
+) -> None:
+    server = private_redis()
+    url = f"redis://127.0.0.1:{private_redis.port}/0"  # type: ignore[attr-defined]
+    limiter = RateLimiter.from_url(url, key="imgmod:limiter", qps=20)
+    limiter.acquire(timeout=1)
+    limiter.on_throttled()
+    server.terminate()
+    server.wait(timeout=10)
+    with pytest.raises(LimiterUnavailable):
+        limiter.acquire(timeout=1)
+    private_redis()  # empty: no script cache, no keys
+    assert limiter.acquire(timeout=2) < 0.1
+    assert limiter.current_rate() == pytest.approx(20)

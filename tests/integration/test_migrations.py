@@ -1,0 +1,184 @@
+"""Alembic migrations on SQLite and PostgreSQL: from empty to head, and schema checks."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from worker import store
+
+pytestmark = pytest.mark.service
+
+TABLES = {"jobs", "items", "results", "result_labels", "alembic_version"}
+
+
+def table_names(url: str) -> set[str]:
+    engine = store.make_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def newer_migrations(tmp_path, monkeypatch) -> Path:
+    """This imgmod's migrations plus a 0002, as a later release would ship them."""
+    directory = tmp_path / "migrations"
+    shutil.copytree(store.MIGRATIONS_DIR, directory, ignore=shutil.ignore_patterns("__pycache__"))
+    (directory / "versions" / "0002_later.py").write_text(
+        'revision = "0002"\ndown_revision = "0001"\nbranch_labels = None\ndepends_on = None\n\n'
+        "from alembic import op\nimport sqlalchemy as sa\n\n\n"
+        "def upgrade():\n"
+        '    op.create_table("later", sa.Column("id", sa.Integer, primary_key=True))\n\n\n'
+        "def downgrade():\n"
+        '    op.drop_table("later")\n'
+    )
+    return directory
+
+
+def test_upgrade_from_empty_creates_the_schema_at_head(database_url):
+    assert table_names(database_url) == set()
+    store.upgrade(database_url)
+    assert table_names(database_url) >= TABLES
+    engine = store.make_engine(database_url)
+    try:
+        assert store.current_revision(engine) == store.head_revision() == "0001"
+        store.check_schema(engine)
+    finally:
+        engine.dispose()
+    store.upgrade(database_url)  # a second upgrade is a no-op
+
+
+def test_the_tables_in_code_match_the_migrations(database_url):
+    store.upgrade(database_url)
+    engine = store.make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, store.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_migrations_downgrade_to_empty_and_back(database_url):
+    store.upgrade(database_url)
+    engine = store.make_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            command.downgrade(store._alembic_config(conn), "base")
+        assert table_names(database_url) == {"alembic_version"}
+    finally:
+        engine.dispose()
+    store.upgrade(database_url)
+    assert table_names(database_url) >= TABLES
+
+
+def test_check_schema_refuses_an_unmigrated_database(database_url):
+    engine = store.make_engine(database_url)
+    try:
+        with pytest.raises(store.SchemaError, match=r"no imgmod tables; run `imgmod db upgrade`"):
+            store.check_schema(engine)
+    finally:
+        engine.dispose()
+
+
+def test_check_schema_refuses_a_database_behind_head(database_url, newer_migrations, monkeypatch):
+    store.upgrade(database_url)  # at 0001
+    monkeypatch.setattr(store, "MIGRATIONS_DIR", newer_migrations)  # this imgmod wants 0002
+    engine = store.make_engine(database_url)
+    try:
+        with pytest.raises(store.SchemaError, match=r"behind 0002; run `imgmod db upgrade`"):
+            store.check_schema(engine)
+        store.upgrade(database_url)
+        store.check_schema(engine)
+        assert "later" in table_names(database_url)
+    finally:
+        engine.dispose()
+
+
+def test_check_schema_refuses_a_database_a_newer_imgmod_wrote(
+    database_url, newer_migrations, monkeypatch
+):
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "MIGRATIONS_DIR", newer_migrations)
+        store.upgrade(database_url)  # a newer release migrated it to 0002
+    engine = store.make_engine(database_url)
+    try:
+        with pytest.raises(store.SchemaError, match="newer imgmod wrote it"):
+            store.check_schema(engine)
+    finally:
+        engine.dispose()
+
+
+def test_password_never_appears_in_a_schema_error(pg_url):
+    url = pg_url.replace("root@", "root:s3cr3t-pass@")
+    engine = store.make_engine(url)
+    try:
+        with pytest.raises(store.SchemaError) as info:
+            store.check_schema(engine)
+    finally:
+        engine.dispose()
+    assert "s3cr3t-pass" not in str(info.value)
+
+
+def test_ensure_schema_migrates_sqlite_on_first_use(sqlite_url):
+    engine = store.ensure_schema(sqlite_url)
+    try:
+        assert store.current_revision(engine) == store.head_revision()
+    finally:
+        engine.dispose()
+
+
+def test_ensure_schema_only_checks_postgresql(pg_url):
+    with pytest.raises(store.SchemaError, match="imgmod db upgrade"):
+        store.ensure_schema(pg_url)
+    assert table_names(pg_url) == set()
+    store.upgrade(pg_url)
+    store.ensure_schema(pg_url).dispose()
+
+
+def test_processes_upgrading_at_once_do_not_collide(database_url):
+    start = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def migrate() -> None:
+        start.wait()
+        try:
+            store.upgrade(database_url)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=migrate) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert table_names(database_url) >= TABLES
+
+
+def test_postgresql_urls_without_a_driver_use_psycopg2(pg_url):
+    assert pg_url.startswith("postgresql://")
+    engine = store.make_engine(pg_url)
+    try:
+        assert engine.dialect.driver == "psycopg2"
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(sqlite_url):
+    engine = store.make_engine(sqlite_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    finally:
+        engine.dispose()

@@ -1,0 +1,448 @@
+"""worker.store on SQLite and PostgreSQL: dedup, leases, idempotent results, state rules."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from worker import store
+from worker.results import parse_response
+
+pytestmark = pytest.mark.service
+
+VENDOR = Path(__file__).resolve().parent.parent / "data" / "vendor"
+
+
+def vendor_response(name: str = "response_risk_detected.json"):
+    return parse_response((VENDOR / name).read_text(encoding="utf-8"), http_status=200)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    store.upgrade(database_url)
+    engine = store.make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def job(engine) -> store.Job:
+    return store.get_or_create_job(engine, "job-1", "baselineCheck_global", "textInImage")
+
+
+def url_item(n: int, **overrides) -> store.NewItem:
+    fields = dict(
+        kind="url",
+        ref_key=f"https://example.com/{n}.jpg",
+        image_url=f"https://example.com/{n}.jpg",
+        oss_bucket=None,
+        oss_object=None,
+        oss_region=None,
+        data_id=f"d{n}",
+        referer=None,
+        source="in.txt",
+        line=n,
+        state="pending",
+    )
+    fields.update(overrides)
+    return store.NewItem(**fields)
+
+
+def rejected_item(line: int, raw: str = "garbage") -> store.NewItem:
+    return store.NewItem(
+        kind="invalid",
+        ref_key=store.rejected_ref_key("in.txt", line),
+        image_url=None,
+        oss_bucket=None,
+        oss_object=None,
+        oss_region=None,
+        data_id=None,
+        referer=None,
+        source="in.txt",
+        line=line,
+        state="rejected",
+        last_error=f"line {line}: imageUrl: bad",
+        raw_input=raw,
+    )
+
+
+def one_item(engine, job, n: int = 1) -> int:
+    (item_id,) = store.insert_items(engine, job.id, [url_item(n)])
+    return item_id
+
+
+def item_row(engine, item_id: int):
+    with engine.connect() as conn:
+        return conn.execute(sa.select(store.items).where(store.items.c.id == item_id)).one()
+
+
+def count(engine, table: sa.Table) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def test_get_or_create_job_returns_the_same_job_and_refuses_other_settings(engine, job):
+    again = store.get_or_create_job(engine, "job-1", "baselineCheck_global", "textInImage")
+    assert again.id == job.id
+    assert job.created_at.tzinfo is not None and job.finished_at is None
+    with pytest.raises(ValueError, match="service is 'baselineCheck_global'"):
+        store.get_or_create_job(engine, "job-1", "aigcDetector_global", "textInImage")
+    with pytest.raises(ValueError, match="info_type is 'textInImage', not ''"):
+        store.get_or_create_job(engine, "job-1", "baselineCheck_global", "")
+    assert store.get_job(engine, "job-1") == job
+    assert store.get_job(engine, "nope") is None
+    store.get_or_create_job(engine, "job-2", "aigcDetector_global", "", referer="r.example")
+    assert [j.name for j in store.list_jobs(engine)] == ["job-1", "job-2"]
+
+
+def test_add_counts_accumulates_producer_counters(engine, job):
+    store.add_counts(engine, job.id, total_lines=10, accepted=7, duplicates=2, rejected=1)
+    store.add_counts(engine, job.id, total_lines=5, accepted=5)
+    got = store.get_job(engine, job.name)
+    assert (got.total_lines, got.accepted, got.duplicates, got.rejected) == (15, 12, 2, 1)
+
+
+# --------------------------------------------------------------------------- items
+
+
+def test_insert_items_skips_duplicates_and_returns_only_new_ids(engine, job):
+    first = store.insert_items(engine, job.id, [url_item(1), url_item(2), rejected_item(3)])
+    assert len(first) == 3
+    second = store.insert_items(engine, job.id, [url_item(2), url_item(4), rejected_item(3)])
+    assert len(second) == 1
+    assert item_row(engine, second[0]).ref_key == "https://example.com/4.jpg"
+    assert count(engine, store.items) == 4
+    # a duplicate inside one batch is also stored once
+    assert len(store.insert_items(engine, job.id, [url_item(5), url_item(5)])) == 1
+    # the same reference in another job is a new item
+    other = store.get_or_create_job(engine, "job-2", "baselineCheck_global", "")
+    assert len(store.insert_items(engine, other.id, [url_item(1)])) == 1
+
+
+def test_insert_items_keeps_at_most_2000_characters_of_a_rejected_line(engine, job):
+    (item_id,) = store.insert_items(engine, job.id, [rejected_item(1, raw="z" * 5000)])
+    row = item_row(engine, item_id)
+    assert (row.state, len(row.raw_input), row.last_error) == (
+        "rejected",
+        2000,
+        "line 1: imageUrl: bad",
+    )
+
+
+def test_insert_items_in_bulk(engine, job):
+    ids = store.insert_items(engine, job.id, [url_item(n) for n in range(2500)])
+    assert len(ids) == len(set(ids)) == 2500
+    assert store.state_counts(engine, job.id)["pending"] == 2500
+
+
+def test_mark_queued_moves_only_pending_items(engine, job):
+    a, b = store.insert_items(engine, job.id, [url_item(1), url_item(2)])
+    assert store.claim_item(engine, b, "w1", 60) is not None
+    store.mark_queued(engine, [a, b])
+    assert item_row(engine, a).state == "queued"
+    assert item_row(engine, a).queued_at is not None
+    assert item_row(engine, b).state == "running"
+
+
+# --------------------------------------------------------------------------- claims
+
+
+def test_claim_item_leases_and_carries_the_job_settings(engine, job):
+    item_id = one_item(engine, job)
+    claimed = store.claim_item(engine, item_id, "w1", 60)
+    assert claimed is not None
+    assert (claimed.id, claimed.job_id, claimed.kind, claimed.attempts) == (
+        item_id,
+        job.id,
+        "url",
+        1,
+    )
+    assert (claimed.service, claimed.info_type) == ("baselineCheck_global", "textInImage")
+    assert claimed.image_url == "https://example.com/1.jpg" and claimed.data_id == "d1"
+    row = item_row(engine, item_id)
+    assert (row.state, row.lease_owner) == ("running", "w1")
+    assert row.lease_expires_at > row.updated_at
+
+
+def test_two_workers_racing_for_the_same_items_each_item_is_claimed_once(engine, job):
+    ids = store.insert_items(engine, job.id, [url_item(n) for n in range(40)])
+    start = threading.Barrier(4)
+    wins: dict[str, list[int]] = {}
+
+    def race(owner: str) -> None:
+        start.wait()
+        wins[owner] = [i for i in ids if store.claim_item(engine, i, owner, 60) is not None]
+
+    threads = [threading.Thread(target=race, args=(f"w{n}",)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    claimed = sorted(i for won in wins.values() for i in won)
+    assert claimed == sorted(ids)
+    with engine.connect() as conn:
+        attempts = conn.execute(sa.select(sa.func.max(store.items.c.attempts))).scalar_one()
+    assert attempts == 1
+
+
+def test_a_leased_item_cannot_be_claimed_by_another_worker(engine, job):
+    item_id = one_item(engine, job)
+    assert store.claim_item(engine, item_id, "w1", 60) is not None
+    assert store.claim_item(engine, item_id, "w2", 60) is None
+    assert store.claim_item(engine, item_id, "w1", 60) is None  # not even by the same owner
+
+
+def test_an_expired_lease_can_be_claimed_again(engine, job):
+    item_id = one_item(engine, job)
+    assert store.claim_item(engine, item_id, "w1", -1) is not None  # expired at once
+    again = store.claim_item(engine, item_id, "w2", 60)
+    assert again is not None and again.attempts == 2
+    assert item_row(engine, item_id).lease_owner == "w2"
+    assert store.extend_lease(engine, item_id, "w1", 60) is False
+    assert store.extend_lease(engine, item_id, "w2", 60) is True
+
+
+def test_done_failed_and_rejected_items_cannot_be_claimed(engine, job):
+    done, failed = store.insert_items(engine, job.id, [url_item(1), url_item(2)])
+    (rejected,) = store.insert_items(engine, job.id, [rejected_item(3)])
+    store.claim_item(engine, done, "w1", 60)
+    store.record_result(engine, done, "w1", job.service, vendor_response())
+    store.claim_item(engine, failed, "w1", 60)
+    store.record_failure(engine, failed, "w1", "401", "bad", "BadRequest")
+    for item_id in (done, failed, rejected):
+        assert store.claim_item(engine, item_id, "w2", 60) is None
+    assert store.claim_item(engine, 999_999, "w2", 60) is None
+
+
+# --------------------------------------------------------------------------- results
+
+
+def test_record_result_stores_the_answer_its_labels_and_marks_the_item_done(engine, job):
+    item_id = one_item(engine, job)
+    store.claim_item(engine, item_id, "w1", 60)
+    assert store.record_result(engine, item_id, "w1", job.service, vendor_response()) is True
+    row = item_row(engine, item_id)
+    assert (row.state, row.last_code, row.last_message, row.lease_owner) == (
+        "done",
+        "200",
+        "OK",
+        None,
+    )
+    assert row.finished_at is not None
+    with engine.connect() as conn:
+        result = conn.execute(sa.select(store.results)).one()
+        labels = conn.execute(
+            sa.select(store.result_labels.c.label, store.result_labels.c.confidence).order_by(
+                store.result_labels.c.id
+            )
+        ).all()
+    assert (result.job_id, result.code, result.risk_level, result.data_id) == (
+        job.id,
+        "200",
+        "high",
+        "img123****",
+    )
+    assert result.request_id == "ABCD1234-1234-1234-1234-1234XYZ"
+    assert result.raw["Data"]["Result"][0]["Label"] == "pornographic_adultContent"
+    assert labels == [
+        ("pornographic_adultContent", 81.0),
+        ("sexual_partialNudity", 98.0),
+        ("violent_explosion", 70.0),
+        ("violent_explosion_lib", 81.0),
+    ]
+
+
+def test_record_result_twice_stores_one_result_and_one_set_of_labels(engine, job):
+    item_id = one_item(engine, job)
+    store.claim_item(engine, item_id, "w1", 60)
+    assert store.record_result(engine, item_id, "w1", job.service, vendor_response()) is True
+    assert store.record_result(engine, item_id, "w2", job.service, vendor_response()) is False
+    assert count(engine, store.results) == 1
+    assert count(engine, store.result_labels) == 4
+
+
+def test_record_result_keeps_a_billed_answer_after_the_lease_was_taken_over(engine, job):
+    item_id = one_item(engine, job)
+    store.claim_item(engine, item_id, "slow", -1)
+    store.claim_item(engine, item_id, "fast", 60)
+    ext = vendor_response("response_custom_image_hit.json")
+    assert store.record_result(engine, item_id, "slow", job.service, ext) is True
+    assert item_row(engine, item_id).state == "done"
+    with engine.connect() as conn:
+        stored_ext = conn.execute(sa.select(store.results.c.ext)).scalar_one()
+    assert stored_ext["CustomImage"][0]["LibId"] == "TEST20240307"
+    assert store.record_result(engine, item_id, "fast", job.service, ext) is False
+
+
+def test_concurrent_record_result_stores_exactly_one(engine, job):
+    item_id = one_item(engine, job)
+    start = threading.Barrier(4)
+    outcomes: list[bool] = []
+
+    def finish(owner: str) -> None:
+        start.wait()
+        outcomes.append(store.record_result(engine, item_id, owner, job.service, vendor_response()))
+
+    threads = [threading.Thread(target=finish, args=(f"w{n}",)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(outcomes) == [False, False, False, True]
+    assert count(engine, store.results) == 1
+    assert count(engine, store.result_labels) == 4
+
+
+def test_record_result_for_a_missing_item_raises(engine, job):
+    with pytest.raises(LookupError, match="item 424242"):
+        store.record_result(engine, 424242, "w1", job.service, vendor_response())
+
+
+def test_a_no_risk_answer_stores_its_label_without_confidence(engine, job):
+    item_id = one_item(engine, job)
+    store.record_result(
+        engine, item_id, "w1", job.service, vendor_response("response_no_risk.json")
+    )
+    with engine.connect() as conn:
+        label = conn.execute(sa.select(store.result_labels)).one()
+    assert (label.label, label.confidence) == ("nonLabel", None)
+
+
+# --------------------------------------------------------------------------- retries, failures
+
+
+def test_record_retry_requeues_only_for_the_owner_of_a_running_item(engine, job):
+    item_id = one_item(engine, job)
+    store.claim_item(engine, item_id, "w1", 60)
+    assert store.record_retry(engine, item_id, "w2", "Throttling.User", "slow down", "x") is False
+    assert item_row(engine, item_id).state == "running"
+    assert store.record_retry(engine, item_id, "w1", "403", "slow down", "Throttled") is True
+    row = item_row(engine, item_id)
+    assert (row.state, row.lease_owner, row.lease_expires_at) == ("queued", None, None)
+    assert (row.last_code, row.last_message, row.last_error) == ("403", "slow down", "Throttled")
+    # and the item can be claimed again
+    assert store.claim_item(engine, item_id, "w2", 60).attempts == 2
+
+
+def test_record_failure_is_terminal_but_never_overrides_done(engine, job):
+    failing, finished = store.insert_items(engine, job.id, [url_item(1), url_item(2)])
+    store.claim_item(engine, failing, "w1", 60)
+    assert store.record_failure(engine, failing, "w1", "404", "download failed", "e") is True
+    row = item_row(engine, failing)
+    assert (row.state, row.last_code, row.lease_owner) == ("failed", "404", None)
+    assert row.finished_at is not None
+    store.claim_item(engine, finished, "w1", 60)
+    store.record_result(engine, finished, "w1", job.service, vendor_response())
+    assert store.record_failure(engine, finished, "w1", "500", "boom", "e") is False
+    assert item_row(engine, finished).state == "done"
+
+
+def test_record_failure_leaves_an_item_leased_to_another_worker_alone(engine, job):
+    item_id = one_item(engine, job)
+    store.claim_item(engine, item_id, "old", -1)
+    store.claim_item(engine, item_id, "new", 60)
+    assert store.record_failure(engine, item_id, "old", "405", "timeout", "e") is False
+    assert item_row(engine, item_id).state == "running"
+
+
+def test_reset_failed_reopens_failed_items_optionally_by_code_and_reopens_the_job(engine, job):
+    ids = store.insert_items(engine, job.id, [url_item(n) for n in range(3)])
+    for item_id, code in zip(ids, ("404", "405", "405"), strict=True):
+        store.claim_item(engine, item_id, "w1", 60)
+        store.record_failure(engine, item_id, "w1", code, None, "e")
+    assert store.finish_job_if_complete(engine, job.id) is True
+    assert store.reset_failed(engine, job.id, code="405") == ids[1:]
+    assert item_row(engine, ids[1]).attempts == 0
+    assert store.get_job(engine, job.name).finished_at is None
+    assert store.state_counts(engine, job.id)["failed"] == 1
+    assert store.reset_failed(engine, job.id) == ids[:1]
+    assert store.reset_failed(engine, job.id) == []
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def test_state_counts_lists_every_state(engine, job):
+    a, b, c = store.insert_items(engine, job.id, [url_item(1), url_item(2), url_item(3)])
+    store.insert_items(engine, job.id, [rejected_item(9)])
+    store.mark_queued(engine, [b])
+    store.claim_item(engine, c, "w1", 60)
+    assert store.state_counts(engine, job.id) == {
+        "pending": 1,
+        "queued": 1,
+        "running": 1,
+        "done": 0,
+        "failed": 0,
+        "rejected": 1,
+    }
+
+
+def test_expired_or_stuck_ids_finds_pending_queued_and_expired_work_in_batches(engine, job):
+    ids = store.insert_items(engine, job.id, [url_item(n) for n in range(7)])
+    pending, queued, live, expired, done, failed, also_pending = sorted(ids)
+    store.mark_queued(engine, [queued])
+    store.claim_item(engine, live, "w1", 60)
+    store.claim_item(engine, expired, "w1", -1)
+    store.record_result(engine, done, "w1", job.service, vendor_response())
+    store.claim_item(engine, failed, "w1", 60)
+    store.record_failure(engine, failed, "w1", "401", None, None)
+    batches = list(store.expired_or_stuck_ids(engine, job.id, batch=2))
+    assert batches == [[pending, queued], [expired, also_pending]]
+    flat = [i for b in store.expired_or_stuck_ids(engine, job.id, include_queued=False) for i in b]
+    assert flat == [pending, expired, also_pending]
+
+
+def test_finish_job_if_complete_waits_for_open_items(engine, job):
+    item_id = one_item(engine, job)
+    store.insert_items(engine, job.id, [rejected_item(5)])
+    assert store.finish_job_if_complete(engine, job.id) is False
+    store.claim_item(engine, item_id, "w1", 60)
+    assert store.finish_job_if_complete(engine, job.id) is False
+    store.record_result(engine, item_id, "w1", job.service, vendor_response())
+    assert store.finish_job_if_complete(engine, job.id) is True
+    first = store.get_job(engine, job.name).finished_at
+    assert store.finish_job_if_complete(engine, job.id) is True
+    assert store.get_job(engine, job.name).finished_at == first
+
+
+def test_the_label_query_can_use_the_label_index_on_postgresql(pg_url):
+    store.upgrade(pg_url)
+    engine = store.make_engine(pg_url)
+    job = store.get_or_create_job(engine, "job-1", "baselineCheck_global", "")
+    item_id = one_item(engine, job)
+    store.record_result(engine, item_id, "w1", job.service, vendor_response())
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SET enable_seqscan = off")  # a tiny table would be scanned anyway
+        plan = "\n".join(
+            conn.exec_driver_sql(
+                "EXPLAIN SELECT item_id FROM result_labels "
+                "WHERE job_id = 1 AND label = 'violent_explosion' AND confidence >= 60"
+            ).scalars()
+        )
+    assert "ix_result_labels_job_id_label_confidence" in plan
+    engine.dispose()
+
+
+def test_an_odd_answer_with_overlong_fields_is_still_stored(engine, job):
+    item_id = one_item(engine, job)
+    body = {
+        "Code": "X" * 300,
+        "Msg": "m" * 5000,
+        "RequestId": "R" * 300,
+        "Data": {"RiskLevel": "catastrophic" * 3, "Result": [{"Label": "L" * 500}]},
+    }
+    assert store.record_result(engine, item_id, "w1", job.service, parse_response(body)) is True
+    with engine.connect() as conn:
+        result = conn.execute(sa.select(store.results)).one()
+        label = conn.execute(sa.select(store.result_labels)).one()
+    assert (len(result.code), len(result.request_id), len(result.msg)) == (64, 128, 5000)
+    assert result.raw == body  # the raw body keeps everything
+    assert len(label.label) == 128
+    assert len(item_row(engine, item_id).last_code) == 64

@@ -1,0 +1,158 @@
+"""Retry counts and full-jitter backoff: pure arithmetic, pinned exactly where it can be."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import pytest
+
+from worker.retry import RetryPolicy, backoff_delay, parse_per_code
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 3, 5, 8])
+def test_backoff_stays_between_zero_and_the_doubling_ceiling(attempt: int) -> None:
+    rng = random.Random(attempt)
+    ceiling = 0.5 * 2 ** (attempt - 1)
+    delays = [backoff_delay(attempt, 0.5, 1000.0, rng) for _ in range(2000)]
+    assert all(0.0 <= d <= ceiling for d in delays)
+    # the draws reach close to the ceiling, so the bound is the real one, not a smaller one
+    assert max(delays) > 0.95 * ceiling
+
+
+def test_backoff_ceiling_doubles_with_each_attempt() -> None:
+    rng = random.Random(7)
+    means = [sum(backoff_delay(a, 1.0, 1e9, rng) for _ in range(4000)) / 4000 for a in range(1, 7)]
+    for earlier, later in zip(means, means[1:], strict=False):
+        assert later / earlier == pytest.approx(2.0, rel=0.15)
+
+
+def test_backoff_never_exceeds_the_cap_even_for_huge_attempts() -> None:
+    rng = random.Random(1)
+    for attempt in (10, 64, 1025, 10**6):
+        delays = [backoff_delay(attempt, 0.5, 60.0, rng) for _ in range(500)]
+        assert max(delays) <= 60.0
+        assert max(delays) > 55.0
+
+
+def test_backoff_is_roughly_uniform_over_its_range() -> None:
+    rng = random.Random(42)
+    n, bins = 20_000, 10
+    counts = [0] * bins
+    for _ in range(n):
+        d = backoff_delay(4, 0.5, 60.0, rng)  # ceiling 4.0
+        counts[min(bins - 1, int(d / 4.0 * bins))] += 1
+    expected = n / bins
+    chi2 = sum((c - expected) ** 2 / expected for c in counts)
+    assert chi2 < 27.9  # 99.9th percentile of chi-square with 9 degrees of freedom
+    assert all(abs(c - expected) < 0.1 * expected for c in counts)
+
+
+def test_backoff_with_same_seed_repeats_exactly() -> None:
+    a = [backoff_delay(3, 0.5, 60.0, random.Random(5)) for _ in range(3)]
+    assert a[0] == a[1] == a[2]
+
+
+@pytest.mark.parametrize(
+    ("attempt", "base", "cap", "fragment"),
+    [
+        (0, 0.5, 60.0, "attempt"),
+        (-1, 0.5, 60.0, "attempt"),
+        (1, 0.0, 60.0, "base"),
+        (1, 0.5, 0.0, "cap"),
+        (1, float("nan"), 60.0, "base"),
+    ],
+)
+def test_backoff_rejects_nonsense_arguments(
+    attempt: int, base: float, cap: float, fragment: str
+) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        backoff_delay(attempt, base, cap)
+
+
+def test_policy_uses_per_code_attempts_and_falls_back_to_max_attempts() -> None:
+    policy = RetryPolicy(max_attempts=8, per_code={"405": 3, "403": 20})
+    assert policy.attempts_for("405") == 3
+    assert policy.attempts_for("403") == 20
+    assert policy.attempts_for("500") == 8
+    assert policy.attempts_for("transport") == 8
+
+
+def test_policy_retries_until_the_attempt_count_is_used_up() -> None:
+    policy = RetryPolicy(max_attempts=3, per_code={"405": 1})
+    assert [policy.should_retry("500", n) for n in range(5)] == [True, True, True, False, False]
+    assert policy.should_retry("405", 1) is False
+    assert policy.should_retry("405", 0) is True
+
+
+def test_policy_with_one_attempt_never_retries() -> None:
+    assert RetryPolicy(max_attempts=1).should_retry("500", 1) is False
+
+
+def test_policy_delay_is_the_full_jitter_backoff_of_its_base_and_cap() -> None:
+    policy = RetryPolicy(base=0.25, cap=2.0)
+    assert policy.delay(3, random.Random(9)) == backoff_delay(3, 0.25, 2.0, random.Random(9))
+    assert all(policy.delay(20) <= 2.0 for _ in range(200))
+
+
+def test_policy_keeps_a_private_copy_of_per_code() -> None:
+    overrides = {"403": 20}
+    policy = RetryPolicy(per_code=overrides)
+    overrides["403"] = 1
+    assert policy.attempts_for("403") == 20
+    with pytest.raises(TypeError):
+        policy.per_code["403"] = 2  # type: ignore[index]
+
+
+def test_policies_with_equal_fields_are_equal() -> None:
+    assert RetryPolicy(per_code={"403": 20}) == RetryPolicy(per_code={"403": 20})
+    assert RetryPolicy(per_code={"403": 20}) != RetryPolicy(per_code={"403": 21})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"per_code": {"403": 0}}, "403"),
+        ({"base": -1.0}, "base"),
+        ({"cap": 0.0}, "cap"),
+    ],
+)
+def test_policy_rejects_invalid_fields(kwargs: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_policy_negative_attempt_is_an_error() -> None:
+    with pytest.raises(ValueError, match="attempt"):
+        RetryPolicy().should_retry("500", -1)
+
+
+def test_policy_from_settings_takes_attempts_base_and_cap() -> None:
+    settings = SimpleNamespace(max_attempts=5, backoff_base=0.1, backoff_cap=9.0)
+    policy = RetryPolicy.from_settings(settings, "403=20")  # type: ignore[arg-type]
+    assert policy == RetryPolicy(max_attempts=5, per_code={"403": 20}, base=0.1, cap=9.0)
+
+
+def test_parse_per_code_reads_pairs_and_tolerates_blanks() -> None:
+    assert parse_per_code("403=20,405=3") == {"403": 20, "405": 3}
+    assert parse_per_code(" 403 = 20 , transport=4, ") == {"403": 20, "transport": 4}
+    assert parse_per_code("") == {}
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ("403", "'403' has no '='"),
+        ("403=20,405", "'405' has no '='"),
+        ("=3", "'' is not a retry code"),
+        ("4 03=3", "'4 03' is not a retry code"),
+        ("403=many", "'many' is not a whole number"),
+        ("403=2.5", "'2.5' is not a whole number"),
+        ("403=0", "'403=0': attempts must be at least 1"),
+        ("403=2,403=3", "given twice"),
+    ],
+)
+def test_parse_per_code_names_the_bad_part(spec: str, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        parse_per_code(spec)

@@ -1,0 +1,55 @@
+"""The Celery app: broker settings chosen for long nightly jobs of I/O-bound calls.
+
+- late acks + reject-on-worker-lost: a message is acknowledged only after its row reached a
+  state, so a killed worker's message comes back;
+- prefetch 1: a thread holds one message, the rest stay in Redis for other hosts;
+- ``visibility_timeout`` (IMGMOD_VISIBILITY_TIMEOUT, 600 s) bounds how long a dead worker's
+  messages stay invisible; it must exceed the longest a live worker holds one (the retry
+  backoff cap plus a call). ``unacked_restore_interval`` 5 s with throttle 1 makes kombu sweep
+  for them every 5 s instead of every ~100 s.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from worker.settings import load_settings
+
+QUEUE = "imgmod"
+
+
+def make_app() -> Celery:
+    settings = load_settings()
+    app = Celery("imgmod", broker=settings.broker_url, include=["worker.tasks"])
+    transport_options: dict[str, object] = {
+        "visibility_timeout": settings.visibility_timeout,
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
+    }
+    if settings.broker_url.startswith("sqla+"):
+        transport_options = {}
+    app.conf.update(
+        task_default_queue=QUEUE,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        worker_pool="threads",
+        worker_concurrency=settings.worker_concurrency,
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        broker_connection_retry=True,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        broker_transport_options=transport_options,
+        broker_pool_limit=settings.worker_concurrency + 8,
+        task_create_missing_queues=True,
+    )
+    return app
+
+
+app = make_app()

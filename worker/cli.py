@@ -1,0 +1,508 @@
+"""The ``imgmod`` command line.
+
+Exit codes: 0 every reference done; 3 some failed or rejected (or still open after --timeout);
+2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import IO, Any
+
+import click
+from sqlalchemy.engine import Engine
+
+from worker import store
+from worker.settings import ConfigError, Settings, load_settings
+
+EXIT_OK, EXIT_USAGE, EXIT_INCOMPLETE = 0, 2, 3
+OPEN_STATES = ("pending", "queued", "running")
+
+
+class CliError(click.ClickException):
+    exit_code = EXIT_USAGE
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _engine(settings: Settings) -> Engine:
+    try:
+        return store.ensure_schema(settings.database_url)
+    except store.SchemaError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _job(engine: Engine, name: str) -> store.Job:
+    job = store.get_job(engine, name)
+    if job is None:
+        known = ", ".join(j.name for j in store.list_jobs(engine)[:10]) or "none yet"
+        raise CliError(f"no job named {name!r} (jobs: {known})")
+    return job
+
+
+def _app() -> Any:
+    from worker.app import make_app
+
+    return make_app()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="imgmod")
+def main() -> None:
+    """Moderate image archives with Alibaba Cloud Image Moderation 2.0.
+
+    Settings come from IMGMOD_* environment variables (see README); credentials from
+    ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET.
+    """
+
+
+# ---------------------------------------------------------------- database
+
+
+@main.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply migrations to IMGMOD_DATABASE_URL."""
+    settings = _settings()
+    store.upgrade(settings.database_url, revision)
+    engine = store.make_engine(settings.database_url)
+    click.echo(f"database at revision {store.current_revision(engine)}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the database's migration revision."""
+    engine = store.make_engine(_settings().database_url)
+    click.echo(store.current_revision(engine) or "unmigrated (run `imgmod db upgrade`)")
+
+
+# ---------------------------------------------------------------- producing
+
+_input_options = [
+    click.argument("inputs", nargs=-1, required=True),
+    click.option("--job", "job_name", required=True, help="Job name; reusing it adds to the job."),
+    click.option("--service", default=None, help="baselineCheck_global or aigcDetector_global."),
+    click.option("--info-type", default=None, help="customImage,textInImage,publicFigure,logoData"),
+    click.option("--referer", default=None, help="Referer sent for every image without its own."),
+    click.option("--oss-region", default=None, help="Region for oss://bucket/key lines."),
+]
+
+
+def input_options(fn: Any) -> Any:
+    for option in reversed(_input_options):
+        fn = option(fn)
+    return fn
+
+
+def _open_job(
+    engine: Engine,
+    settings: Settings,
+    name: str,
+    service: str | None,
+    info_type: str | None,
+    referer: str | None,
+) -> store.Job:
+    from worker.params import InvalidParameter, validate_info_type, validate_service
+
+    try:
+        svc = validate_service(service or settings.service)
+        info = validate_info_type(settings.info_type if info_type is None else info_type)
+        if referer is not None and len(referer) > 256:
+            raise CliError("--referer: longer than 256 characters")
+        return store.get_or_create_job(engine, name, svc, info, referer)
+    except InvalidParameter as exc:
+        raise CliError(f"--{exc.field}: {exc.reason}") from None
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _enqueue(
+    settings: Settings,
+    engine: Engine,
+    job: store.Job,
+    inputs: Sequence[str],
+    oss_region: str | None,
+    referer: str | None,
+) -> None:
+    from worker.producer import enqueue_records
+    from worker.queue import publish_ids
+    from worker.sources import read_inputs
+
+    for path in inputs:
+        if path != "-" and not os.path.exists(path):
+            raise CliError(f"input file not found: {path}")
+    app = _app()
+    records = read_inputs(
+        list(inputs), oss_region=oss_region, referer=referer or job.referer, stdin=sys.stdin.buffer
+    )
+    with _progress("enqueue") as update:
+        summary = enqueue_records(
+            engine,
+            job,
+            records,
+            lambda ids: publish_ids(app, ids),
+            on_batch=lambda s: update(
+                f"{s.lines} lines, {s.accepted} accepted, "
+                f"{s.duplicates} duplicate, {s.rejected} rejected"
+            ),
+        )
+    click.echo(
+        f"job {job.name}: {summary.accepted} accepted, {summary.duplicates} duplicate, "
+        f"{summary.rejected} rejected ({summary.lines} lines)"
+    )
+    for sample in summary.rejected_samples:
+        click.echo(f"  rejected {sample}", err=True)
+
+
+@main.command()
+@input_options
+def enqueue(
+    inputs: tuple[str, ...],
+    job_name: str,
+    service: str | None,
+    info_type: str | None,
+    referer: str | None,
+    oss_region: str | None,
+) -> None:
+    """Read INPUT files (.txt, .csv, .jsonl, or - for stdin) into a job and queue them."""
+    settings = _settings()
+    engine = _engine(settings)
+    job = _open_job(engine, settings, job_name, service, info_type, referer)
+    _enqueue(settings, engine, job, inputs, oss_region, referer)
+
+
+@main.command()
+@input_options
+@click.option(
+    "--stall-seconds",
+    default=120.0,
+    show_default=True,
+    help="Re-enqueue open rows when nothing progresses for this long.",
+)
+@click.option("--timeout", default=None, type=float, help="Give up waiting after this long.")
+def run(
+    inputs: tuple[str, ...],
+    job_name: str,
+    service: str | None,
+    info_type: str | None,
+    referer: str | None,
+    oss_region: str | None,
+    stall_seconds: float,
+    timeout: float | None,
+) -> None:
+    """Enqueue INPUT files, then wait for the job with live progress."""
+    settings = _settings()
+    engine = _engine(settings)
+    job = _open_job(engine, settings, job_name, service, info_type, referer)
+    _enqueue(settings, engine, job, inputs, oss_region, referer)
+    sys.exit(_wait(engine, job, stall_seconds, timeout))
+
+
+@main.command()
+@click.argument("job_name")
+@click.option("--stall-seconds", default=120.0, show_default=True)
+@click.option("--timeout", default=None, type=float)
+def wait(job_name: str, stall_seconds: float, timeout: float | None) -> None:
+    """Wait until every reference of JOB is done, failed or rejected."""
+    engine = _engine(_settings())
+    sys.exit(_wait(engine, _job(engine, job_name), stall_seconds, timeout))
+
+
+@main.command()
+@click.argument("job_name")
+def resume(job_name: str) -> None:
+    """Re-enqueue JOB's pending, queued and expired-lease rows (after a broker loss)."""
+    engine = _engine(_settings())
+    n = _requeue_open(engine, _job(engine, job_name), include_queued=True)
+    click.echo(f"re-enqueued {n} references")
+
+
+@main.command()
+@click.argument("job_name")
+@click.option("--code", default=None, help="Only rows whose last code is this (e.g. 405).")
+def retry(job_name: str, code: str | None) -> None:
+    """Re-run JOB's failed rows."""
+    from worker.queue import publish_ids
+
+    engine = _engine(_settings())
+    job = _job(engine, job_name)
+    ids = store.reset_failed(engine, job.id, code)
+    app = _app()
+    for start in range(0, len(ids), 2000):
+        chunk = ids[start : start + 2000]
+        publish_ids(app, chunk)
+        store.mark_queued(engine, chunk)
+    click.echo(f"re-queued {len(ids)} failed references")
+
+
+def _requeue_open(engine: Engine, job: store.Job, include_queued: bool) -> int:
+    from worker.queue import publish_ids
+
+    app = _app()
+    total = 0
+    for ids in store.expired_or_stuck_ids(engine, job.id, include_queued=include_queued):
+        publish_ids(app, ids)
+        store.mark_queued(engine, ids)
+        total += len(ids)
+    return total
+
+
+# ---------------------------------------------------------------- watching
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Any]:
+    """A live line on a terminal; plain lines every 10 s otherwise."""
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        with console.status(label) as status:
+            yield lambda text: status.update(f"{label}: {text}")
+        return
+    last = [0.0]
+
+    def update(text: str) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 10:
+            last[0] = now
+            click.echo(f"{label}: {text}", err=True)
+
+    yield update
+
+
+def _wait(engine: Engine, job: store.Job, stall_seconds: float, timeout: float | None) -> int:
+    started = time.monotonic()
+    last_closed, last_change = -1, time.monotonic()
+    first_closed = None
+    with _progress(f"job {job.name}") as update:
+        while True:
+            counts = store.state_counts(engine, job.id)
+            open_rows = sum(counts.get(s, 0) for s in OPEN_STATES)
+            closed = sum(counts.values()) - open_rows
+            now = time.monotonic()
+            if first_closed is None:
+                first_closed = closed
+            if closed != last_closed:
+                last_closed, last_change = closed, now
+            rate = (closed - first_closed) / max(now - started, 1e-6)
+            eta = f"{open_rows / rate:.0f}s" if rate > 0 else "?"
+            update(
+                f"done {counts.get('done', 0)}, failed {counts.get('failed', 0)}, "
+                f"rejected {counts.get('rejected', 0)}, open {open_rows}, "
+                f"{rate:.1f}/s, ETA {eta}"
+            )
+            if open_rows == 0:
+                break
+            if now - last_change >= stall_seconds:
+                n = _requeue_open(engine, job, include_queued=True)
+                click.echo(
+                    f"no progress for {stall_seconds:.0f}s with {open_rows} open rows: "
+                    f"re-enqueued {n} (broker lost its messages?)",
+                    err=True,
+                )
+                last_change = now
+            if timeout is not None and now - started > timeout:
+                click.echo(f"timeout: {open_rows} references still open", err=True)
+                return EXIT_INCOMPLETE
+            time.sleep(0.5)
+    store.finish_job_if_complete(engine, job.id)
+    _print_counts(job.name, counts)
+    bad = counts.get("failed", 0) + counts.get("rejected", 0)
+    return EXIT_INCOMPLETE if bad else EXIT_OK
+
+
+def _print_counts(name: str, counts: dict[str, int]) -> None:
+    parts = ", ".join(f"{state} {counts[state]}" for state in sorted(counts) if counts[state])
+    click.echo(f"job {name}: {parts or 'empty'}")
+
+
+@main.command()
+@click.argument("job_name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(job_name: str | None, as_json: bool) -> None:
+    """Counts by state for JOB (or every job)."""
+    engine = _engine(_settings())
+    jobs = [_job(engine, job_name)] if job_name else store.list_jobs(engine)
+    rows = []
+    for job in jobs:
+        counts = store.state_counts(engine, job.id)
+        rows.append(
+            {
+                "job": job.name,
+                "service": job.service,
+                "info_type": job.info_type,
+                "created_at": job.created_at.isoformat() if job.created_at else None,
+                "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+                "lines": job.total_lines,
+                "accepted": job.accepted,
+                "duplicates": job.duplicates,
+                "states": counts,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows if job_name is None else rows[0], indent=2))
+        return
+    for row in rows:
+        _print_counts(str(row["job"]), row["states"])  # type: ignore[arg-type]
+
+
+@main.command()
+@click.argument("job_name")
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True
+)
+@click.option("--status", "states", default="", help="Comma list of states.")
+@click.option("--risk", default="", help="Comma list of risk levels (high,medium,low,none).")
+@click.option("--label", default=None, help="Only items with this label.")
+@click.option("--min-confidence", type=float, default=None)
+@click.option("-o", "--output", type=click.File("w", encoding="utf-8"), default="-")
+def export(
+    job_name: str,
+    fmt: str,
+    states: str,
+    risk: str,
+    label: str | None,
+    min_confidence: float | None,
+    output: IO[str],
+) -> None:
+    """Stream JOB's references with their results as JSONL or CSV."""
+    from worker.reports import ExportFilter, export_records, write_csv, write_jsonl
+
+    engine = _engine(_settings())
+    job = _job(engine, job_name)
+    flt = ExportFilter(
+        states=_split(states), risk_levels=_split(risk), label=label, min_confidence=min_confidence
+    )
+    records = export_records(engine, job, flt)
+    (write_jsonl if fmt == "jsonl" else write_csv)(records, output)
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@main.command()
+@click.argument("job_name")
+@click.option("--json", "as_json", is_flag=True)
+def report(job_name: str, as_json: bool) -> None:
+    """Totals by state and risk, top labels, failures by code, billable calls."""
+    from worker.reports import build_report
+
+    engine = _engine(_settings())
+    rep = build_report(engine, _job(engine, job_name))
+    if as_json:
+        click.echo(json.dumps(asdict(rep), indent=2, default=str))
+        return
+    click.echo(render_report(rep))
+
+
+def render_report(rep: Any) -> str:
+    job = rep.job
+    lines = [
+        f"Job {job.name} ({job.service}; {job.total_lines} lines read, "
+        f"{job.duplicates} duplicates skipped)"
+    ]
+    lines.append("  states:         " + _fmt_counts(rep.by_state))
+    lines.append("  risk levels:    " + _fmt_counts(rep.by_risk))
+    lines.append(f"  billable calls: {rep.billable_calls}")
+    if rep.failures_by_code:
+        lines.append("  failures by code: " + _fmt_counts(rep.failures_by_code))
+    if rep.top_labels:
+        lines.append("  top labels:                               images  max confidence")
+        for label, count, max_conf in rep.top_labels:
+            conf = "-" if max_conf is None else f"{max_conf:.2f}"
+            lines.append(f"    {label:<40} {count:>6}  {conf:>6}")
+    for sample in rep.rejected_samples:
+        lines.append(f"  rejected {sample.source}:{sample.line}: {sample.error}")
+    return "\n".join(lines)
+
+
+def _fmt_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v) or "-"
+
+
+# ---------------------------------------------------------------- processes
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--concurrency",
+    "-c",
+    type=int,
+    default=None,
+    help="Threads (default IMGMOD_WORKER_CONCURRENCY).",
+)
+@click.option("--loglevel", "-l", default=None)
+@click.option("--hostname", "-n", default=None)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(
+    concurrency: int | None,
+    loglevel: str | None,
+    hostname: str | None,
+    celery_args: tuple[str, ...],
+) -> None:
+    """Start a Celery worker (same as `celery -A worker worker`, friendlier defaults)."""
+    settings = _settings()
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker",
+        "worker",
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(concurrency or settings.worker_concurrency),
+        "--loglevel",
+        loglevel or settings.log_level,
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    if hostname:
+        argv += ["--hostname", hostname]
+    argv += list(celery_args)
+    os.execv(sys.executable, argv)  # noqa: S606 - replace this process with the worker
+
+
+@main.command()
+@click.option("--images", default=300, show_default=True, help="How many references.")
+def demo(images: int) -> None:
+    """Run a real job end to end against the local emulator, then print its report."""
+    from worker.demo import run_demo
+
+    sys.exit(run_demo(images))
+
+
+def _register_emulator_commands() -> None:
+    try:
+        from worker.emulator.command import emulator_command, images_command
+    except ImportError:  # pragma: no cover - the emulator ships with the package
+        return
+    main.add_command(emulator_command, "emulator")
+    main.add_command(images_command, "sample-images")
+
+
+_register_emulator_commands()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

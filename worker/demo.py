@@ -1,0 +1,121 @@
+"""``imgmod demo``: a real job end to end on this machine, in one command.
+
+Starts the emulator, a server of generated sample images and a Celery worker, writes a mixed
+input (good images, missing ones, not-an-image, too slow, duplicates, bad lines), runs
+``imgmod run`` over it as a user would, prints the report and checks the billing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+import click
+
+from worker.local import private_redis, redis_reachable, start_worker
+
+LOCAL_REDIS = "redis://127.0.0.1:6379/13"
+
+
+def choose_broker(stack: ExitStack, workdir: Path) -> tuple[str, str]:
+    """Redis on localhost, else a private redis-server, else kombu's SQLAlchemy transport."""
+    if redis_reachable(LOCAL_REDIS):
+        return LOCAL_REDIS, f"Redis on localhost ({LOCAL_REDIS})"
+    try:
+        server = stack.enter_context(private_redis())
+        return server.url, f"a private redis-server on port {server.port}"
+    except FileNotFoundError:
+        url = f"sqla+sqlite:///{workdir / 'broker.db'}"
+        return url, "an embedded broker (kombu SQLAlchemy transport on SQLite; no Redis found)"
+
+
+def write_inputs(workdir: Path, image_url: object, count: int) -> tuple[list[Path], int]:
+    """The demo's input files; returns them and how many distinct images should be billed."""
+    url = image_url  # callable (n, ext) -> str
+    assert callable(url)
+    exts = ["png", "jpg", "gif", "bmp", "webp"]
+    base = url(0).rsplit("/img/", 1)[0]
+    good = max(1, count - 40)
+    lines = ["# imgmod demo input", ""]
+    lines += [url(i, exts[i % len(exts)]) for i in range(good)]
+    lines += [url(i, exts[i % len(exts)]) for i in range(10)]  # duplicates
+    lines += [f"{base}/missing/{i}.png" for i in range(6)]  # 404
+    lines += [f"{base}/text/{i}.txt" for i in range(6)]  # 407
+    lines += [f"{base}/slow/{i}.png?ms=4500" for i in range(2)]  # 405, retried, then failed
+    lines += [
+        "ftp://example.com/a.png",
+        "not a url",
+        "javascript:alert(1)",
+        base + "/img/" + "x" * 2100 + ".png",
+    ]
+    txt = workdir / "urls.txt"
+    txt.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rows = ["url,data_id,referer"]
+    rows += [f"{url(1000 + i, 'png')},demo-{i},demo.example" for i in range(10)]
+    rows += [f"{url(2000, 'png')},bad id with spaces,", f"{url(2001, 'png')},{'x' * 70},"]
+    csv = workdir / "extra.csv"
+    csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return [txt, csv], good + 10
+
+
+def run_demo(images: int) -> int:
+    from worker.emulator import TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET
+    from worker.emulator.testing import running_emulator, running_image_server
+
+    workdir = Path(tempfile.mkdtemp(prefix="imgmod-demo-"))
+    click.echo(f"demo directory: {workdir}")
+    with ExitStack() as stack:
+        broker_url, how = choose_broker(stack, workdir)
+        click.echo(f"broker: {how}")
+        samples = stack.enter_context(running_image_server())
+        emulator = stack.enter_context(
+            running_emulator(qps=100, latency_ms=40, jitter_ms=40, download_timeout=3.0)
+        )
+        click.echo(f"emulator: {emulator.url} (cap 100/s); sample images: {samples.url}")
+        env = {
+            "IMGMOD_DATABASE_URL": f"sqlite:///{workdir / 'imgmod.db'}",
+            "IMGMOD_BROKER_URL": broker_url,
+            "IMGMOD_ENDPOINT": emulator.url,
+            "IMGMOD_QPS": "100",
+            "IMGMOD_INFO_TYPE": "customImage,textInImage,publicFigure,logoData",
+            "IMGMOD_WORKER_CONCURRENCY": "32",
+            "IMGMOD_RETRY_PER_CODE": "405=2",
+            "IMGMOD_BACKOFF_BASE": "0.2",
+            "IMGMOD_BACKOFF_CAP": "2",
+            "ALIBABA_CLOUD_ACCESS_KEY_ID": TEST_ACCESS_KEY_ID,
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": TEST_ACCESS_KEY_SECRET,
+        }
+        full_env = {**os.environ, **env}
+        inputs, distinct_good = write_inputs(workdir, samples.image_url, images)
+        cli = [sys.executable, "-m", "worker.cli"]
+        subprocess.run([*cli, "db", "upgrade"], env=full_env, check=True)
+        worker = start_worker(env, workdir / "worker.log", concurrency=32)
+        stack.callback(worker.terminate)
+        click.echo(f"worker started (log: {workdir / 'worker.log'})")
+        run = subprocess.run([*cli, "run", *map(str, inputs), "--job", "demo"], env=full_env)
+        subprocess.run([*cli, "report", "demo"], env=full_env, check=False)
+        status = json.loads(
+            subprocess.run(
+                [*cli, "status", "demo", "--json"], env=full_env, capture_output=True, text=True
+            ).stdout
+        )
+        stats = emulator.stats()
+    states = status["states"]
+    billed, done = int(stats["billed"]), int(states.get("done", 0))
+    max_per_image = max(stats.get("billed_by_image", {}).values() or [0])
+    click.echo(
+        f"emulator billed {billed} calls for {done} done references "
+        f"(expected {distinct_good}); most billed for one image: {max_per_image}"
+    )
+    click.echo(
+        f"export the results: IMGMOD_DATABASE_URL=sqlite:///{workdir / 'imgmod.db'} "
+        "imgmod export demo --format jsonl"
+    )
+    ok = run.returncode in (0, 3) and billed == done == distinct_good and max_per_image <= 1
+    click.echo("demo: OK" if ok else "demo: something is off (see above)")
+    return 0 if ok else 1

@@ -1,0 +1,51 @@
+"""Counters the tests read through ``GET /__emulator__/stats``: calls, billing, codes, concurrency.
+
+``billed`` counts Code 200 answers, the only ones the vendor charges for; ``billed_by_image``
+lets a test prove an image was never billed twice.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero the counters; calls already in flight keep being tracked."""
+        self.calls = 0
+        self.billed = 0
+        self.by_code: Counter[str] = Counter()
+        self.billed_by_image: Counter[str] = Counter()
+        self.max_concurrency = self.in_flight
+
+    def enter(self) -> None:
+        self.calls += 1
+        self.in_flight += 1
+        if self.in_flight > self.max_concurrency:
+            self.max_concurrency = self.in_flight
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
+    def record(self, outcome: str | int, image_key: str | None = None) -> None:
+        """Count one answer; a Code 200 answer is billed to ``image_key``."""
+        self.by_code[str(outcome)] += 1
+        if outcome == 200:
+            self.billed += 1
+            if image_key is not None:
+                self.billed_by_image[image_key] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "billed": self.billed,
+            "by_code": dict(self.by_code),
+            "billed_by_image": dict(self.billed_by_image),
+            "max_concurrency": self.max_concurrency,
+            "in_flight": self.in_flight,
+        }

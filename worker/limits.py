@@ -1,0 +1,378 @@
+"""The one rate limiter every worker thread, process and host shares: GCRA plus AIMD in Redis.
+
+The account has a single QPS cap; calls over it come back as body Code 403 (not billed, but
+wasted and retried). Celery's ``rate_limit`` is per worker, so the permits are handed out here,
+by one Lua script per permit running inside Redis:
+
+* **GCRA on Redis server time.** Every decision uses ``redis.call('TIME')``, so hosts whose
+  clocks disagree still share one schedule. The emission interval is
+  ``T = ceil(1e6 / rate)`` microseconds and, with ``burst=1``, consecutive permits are at least
+  ``T`` apart. A half-open one-second window ``[a, a + 1 s)`` therefore holds at most
+  ``ceil(1e6 / T) <= ceil(rate)`` permits: exactly the cap for an integral QPS such as the
+  vendor's 100. A ``burst`` of ``b`` adds at most ``ceil(b - 1)`` to that.
+* **Reservations within a horizon.** :meth:`RateLimiter.acquire` books the next free slot when it
+  is at most ``horizon`` seconds away and sleeps until it: one round trip per permit. Slots
+  further out are not booked, so a rate cut takes effect within ``horizon``; only one thread per
+  process polls for them (the others queue on a local lock), which keeps round trips per permit
+  near the number of processes even with hundreds of threads.
+* **AIMD shared through Redis.** :meth:`RateLimiter.on_throttled` multiplies the shared rate by
+  ``decrease_factor`` (at most once per ``decrease_window``, so a volley of 403s from many
+  threads is one signal). Recovery is additive and folded into the permit script: the rate is
+  ``min(qps, rate_after_cut + increase_per_second * seconds_since_cut)``, so
+  :meth:`RateLimiter.on_success` costs nothing on the hot path.
+
+The configured ``qps`` travels with every call instead of living in Redis: raising
+``IMGMOD_QPS`` takes effect on the next permit without flushing anything. If Redis restarts, the
+script is reloaded by redis-py (EVALSHA falls back on NOSCRIPT) and lost keys simply mean a fresh
+schedule at the configured rate. Redis errors raise :class:`LimiterUnavailable`; a permit is
+never granted without Redis having granted it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.commands.core import Script
+from redis.retry import Retry
+
+log = logging.getLogger(__name__)
+
+# Shared by the scripts: the rate in force at `now`, given the configured qps, the additive
+# increase per second and the last cut (rate right after it, server microseconds of it).
+_EFFECTIVE_RATE_LUA = """
+local function effective_rate(qps, inc, cut_rate, cut_at, now)
+  if not cut_rate or not cut_at then return qps end
+  local elapsed = now - tonumber(cut_at)
+  if elapsed < 0 then elapsed = 0 end -- server clock stepped back (failover): no recovery yet
+  local rate = tonumber(cut_rate) + inc * elapsed / 1000000
+  if rate > qps then rate = qps end
+  return rate
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+"""
+
+# KEYS[1] state hash; ARGV: qps, increase/s, burst, max_wait_us, ttl_ms.
+# Books the next permit if it is at most max_wait_us away: {1, wait_us, slot_us}.
+# Otherwise takes nothing: {0, us until a slot within max_wait_us may exist, 0}.
+# Microsecond values stay below 2^53, exact in Lua's doubles; written with %.0f because
+# tostring() would round them to 14 digits.
+_ACQUIRE_LUA = (
+    _EFFECTIVE_RATE_LUA
+    + """
+local qps = tonumber(ARGV[1])
+local state = redis.call('HMGET', KEYS[1], 'tat', 'cut_rate', 'cut_at')
+local rate = effective_rate(qps, tonumber(ARGV[2]), state[2], state[3], now)
+local interval = math.ceil(1000000 / rate)
+local tau = math.floor((tonumber(ARGV[3]) - 1) * interval)
+local tat = tonumber(state[1]) or now
+if tat < now then tat = now end
+local wait = tat - tau - now
+local max_wait = tonumber(ARGV[4])
+if wait > max_wait then return {0, wait - max_wait, 0} end
+if wait < 0 then wait = 0 end
+redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', tat + interval))
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return {1, wait, now + wait}
+"""
+)
+
+# KEYS[1]; ARGV: qps, increase/s, factor, min_qps, window_us, ttl_ms.
+# Cuts the shared rate unless it was cut less than window_us ago: {cut?, rate as string}.
+_THROTTLED_LUA = (
+    _EFFECTIVE_RATE_LUA
+    + """
+local qps = tonumber(ARGV[1])
+local state = redis.call('HMGET', KEYS[1], 'cut_rate', 'cut_at')
+local rate = effective_rate(qps, tonumber(ARGV[2]), state[1], state[2], now)
+if state[2] then
+  local since = now - tonumber(state[2])
+  if since >= 0 and since < tonumber(ARGV[5]) then
+    return {0, string.format('%.6f', rate)}
+  end
+end
+local cut = rate * tonumber(ARGV[3])
+if cut < tonumber(ARGV[4]) then cut = tonumber(ARGV[4]) end
+if cut > rate then cut = rate end
+redis.call('HSET', KEYS[1], 'cut_rate', string.format('%.6f', cut), 'cut_at',
+           string.format('%.0f', now))
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return {1, string.format('%.6f', cut)}
+"""
+)
+
+# KEYS[1]; ARGV: qps, increase/s. The rate in force now, as a string.
+_RATE_LUA = (
+    _EFFECTIVE_RATE_LUA
+    + """
+local state = redis.call('HMGET', KEYS[1], 'cut_rate', 'cut_at')
+return string.format('%.6f', effective_rate(tonumber(ARGV[1]), tonumber(ARGV[2]),
+                                            state[1], state[2], now))
+"""
+)
+
+
+class LimiterError(Exception):
+    """Base of the limiter's errors; no permit was granted."""
+
+
+class LimiterTimeout(LimiterError):
+    """No permit could be had within the caller's timeout; nothing was taken."""
+
+
+class LimiterUnavailable(LimiterError):
+    """Redis could not be asked; no permit was granted. The caller decides: wait, or fail."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One permit: how long the caller waited, and the Redis server time it was booked for."""
+
+    waited: float
+    slot_us: int
+
+    @property
+    def slot(self) -> float:
+        """The booked moment in seconds since the epoch (server clock)."""
+        return self.slot_us / 1_000_000
+
+
+class RateLimiter:
+    """A permit per API call, shared by everything that uses the same Redis ``key``.
+
+    Thread-safe; create one per process and share it between threads. ``qps`` is the cap of this
+    caller's configuration; ``min_qps`` (default ``qps / 20``) is the floor for rate cuts.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        key: str = "imgmod:limiter",
+        qps: float = 100.0,
+        burst: float = 1.0,
+        *,
+        min_qps: float | None = None,
+        decrease_factor: float = 0.5,
+        increase_per_second: float | None = None,
+        decrease_window: float = 1.0,
+        horizon: float = 1.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not qps > 0 or math.isinf(qps):
+            raise ValueError(f"qps={qps!r} must be a positive number")
+        if not burst >= 1:
+            raise ValueError(f"burst={burst!r} must be at least 1 (one permit)")
+        floor = qps / 20 if min_qps is None else min_qps
+        if not 0 < floor <= qps:
+            raise ValueError(f"min_qps={min_qps!r} must be above 0 and at most qps={qps:g}")
+        if not 0 < decrease_factor < 1:
+            raise ValueError(f"decrease_factor={decrease_factor!r} must be between 0 and 1")
+        increase = qps / 10 if increase_per_second is None else increase_per_second
+        if not increase > 0:
+            raise ValueError(f"increase_per_second={increase_per_second!r} must be positive")
+        if not decrease_window >= 0:
+            raise ValueError(f"decrease_window={decrease_window!r} must not be negative")
+        if not horizon > 0:
+            raise ValueError(f"horizon={horizon!r} must be positive")
+        self.client = client
+        self.key = key
+        self.qps = float(qps)
+        self.burst = float(burst)
+        self.min_qps = float(floor)
+        self.decrease_factor = float(decrease_factor)
+        self.increase_per_second = float(increase)
+        self.decrease_window = float(decrease_window)
+        self.horizon = float(horizon)
+        self._rng = rng or random.Random()
+        # State outlives a full recovery from the floor, so an idle minute does not forget a cut.
+        recovery = (self.qps - self.min_qps) / self.increase_per_second
+        self._ttl_ms = int(1000 * max(60.0, 2 * recovery + self.horizon + self.decrease_window))
+        self._acquire_script: Script = client.register_script(_ACQUIRE_LUA)
+        self._throttled_script: Script = client.register_script(_THROTTLED_LUA)
+        self._rate_script: Script = client.register_script(_RATE_LUA)
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._stats_lock = threading.Lock()
+        self._round_trips = 0
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> RateLimiter:
+        """A limiter on its own client with bounded timeouts: a hung Redis fails in seconds."""
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+            health_check_interval=30,
+        )
+        return cls(client, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"RateLimiter(key={self.key!r}, qps={self.qps:g}, burst={self.burst:g})"
+
+    @property
+    def round_trips(self) -> int:
+        """Scripts this instance has run so far (for benchmarks and metrics)."""
+        return self._round_trips
+
+    def acquire(self, timeout: float | None = None) -> float:
+        """Block until a permit is granted; return the seconds waited.
+
+        Raises :class:`LimiterTimeout` (as soon as the earliest possible permit lies beyond
+        ``timeout``) and :class:`LimiterUnavailable` (Redis failed).
+        """
+        return self.acquire_grant(timeout).waited
+
+    def acquire_grant(self, timeout: float | None = None) -> Grant:
+        """:meth:`acquire`, also telling which server-time slot the permit was booked for."""
+        start = time.monotonic()
+        deadline = None if timeout is None else start + max(0.0, timeout)
+        lock = self._local_lock()
+        if not lock.acquire(timeout=-1 if deadline is None else max(0.0, deadline - start)):
+            raise LimiterTimeout(f"no permit from {self.key!r} within {timeout:g} s")
+        try:
+            wait_us, slot_us = self._book(deadline, timeout)
+        finally:
+            lock.release()
+        if wait_us > 0:
+            time.sleep(wait_us / 1_000_000)
+        return Grant(time.monotonic() - start, slot_us)
+
+    def try_acquire(self) -> float:
+        """One round trip: ``0.0`` if a permit was granted now, else seconds until one may be."""
+        granted, wait_us, _ = self._run_acquire(0)
+        return 0.0 if granted else wait_us / 1_000_000
+
+    def on_throttled(self) -> None:
+        """The service said 403: cut the shared rate, once per ``decrease_window``."""
+        cut, rate = self._call(
+            self._throttled_script,
+            self.qps,
+            self.increase_per_second,
+            self.decrease_factor,
+            self.min_qps,
+            int(self.decrease_window * 1_000_000),
+            self._ttl_ms,
+        )
+        if cut:
+            log.warning(
+                "throttled by the service: shared rate on %s cut to %.2f/s", self.key, float(rate)
+            )
+
+    def on_success(self) -> None:
+        """A call went through. Free: recovery is computed inside the permit script from the
+        time since the last cut (``increase_per_second``), so nothing needs counting here."""
+
+    def current_rate(self) -> float:
+        """The permits per second in force now, for this caller's ``qps``."""
+        return float(self._call(self._rate_script, self.qps, self.increase_per_second))
+
+    def _book(self, deadline: float | None, timeout: float | None) -> tuple[int, int]:
+        """Book a slot within the horizon (and the deadline), polling Redis until one is free."""
+        horizon_us = int(self.horizon * 1_000_000)
+        while True:
+            remaining_us = None if deadline is None else int((deadline - time.monotonic()) * 1e6)
+            max_wait = horizon_us if remaining_us is None else max(0, min(horizon_us, remaining_us))
+            granted, wait_us, slot_us = self._run_acquire(max_wait)
+            if granted:
+                return wait_us, slot_us
+            if remaining_us is not None and wait_us + max_wait > remaining_us:
+                raise LimiterTimeout(
+                    f"no permit from {self.key!r} within {timeout:g} s: the next one is "
+                    f"{(wait_us + max_wait) / 1e6:.3f} s away"
+                )
+            # After `wait_us` the next free slot is `max_wait` away: oversleeping by less than
+            # that loses no slot, and polling less keeps processes from racing for it.
+            pause = (wait_us + self._rng.uniform(0, max_wait / 2)) / 1_000_000
+            if deadline is not None:
+                pause = min(pause, max(0.0, deadline - time.monotonic()))
+            time.sleep(pause)
+
+    def _run_acquire(self, max_wait_us: int) -> tuple[bool, int, int]:
+        """(granted, µs to wait, booked slot in server µs or 0) for one script run."""
+        granted, wait_us, slot_us = self._call(
+            self._acquire_script,
+            self.qps,
+            self.increase_per_second,
+            self.burst,
+            max_wait_us,
+            self._ttl_ms,
+        )
+        return bool(granted), int(wait_us), int(slot_us)
+
+    def _call(self, script: Script, *args: float | int) -> Any:
+        with self._stats_lock:
+            self._round_trips += 1
+        try:
+            return script(keys=[self.key], args=[repr(a) for a in args])
+        except redis.RedisError as exc:
+            raise LimiterUnavailable(
+                f"rate limiter {self.key!r} at {self._where()} failed, no permit granted: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _local_lock(self) -> threading.Lock:
+        """The per-process queue of bookers; a fresh one after fork (the parent's may be held)."""
+        if os.getpid() != self._pid:
+            self._lock = threading.Lock()
+            self._pid = os.getpid()
+        return self._lock
+
+    def _where(self) -> str:
+        """Host, port and db of the client, never its password."""
+        kwargs = self.client.connection_pool.connection_kwargs
+        if "path" in kwargs:
+            return f"unix:{kwargs['path']}"
+        return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+class LocalRateLimiter:
+    """The same contract as :class:`RateLimiter` for one process, when no Redis exists.
+
+    Used only with the embedded broker (``imgmod demo`` on a machine without Redis), where a
+    single worker process is the whole fleet. Multiplicative decrease on 403, linear recovery.
+    """
+
+    def __init__(self, qps: float, *, decrease_factor: float = 0.5) -> None:
+        if qps <= 0:
+            raise ValueError("qps must be positive")
+        self.qps = qps
+        self._after_cut = qps
+        self._decrease_factor = decrease_factor
+        self._next = time.monotonic()
+        self._last_cut = 0.0
+        self._lock = threading.Lock()
+
+    def current_rate(self) -> float:
+        elapsed = time.monotonic() - self._last_cut
+        return min(self.qps, self._after_cut + elapsed * self.qps / 10)
+
+    def acquire(self, timeout: float | None = None) -> float:
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            if timeout is not None and slot - now > timeout:
+                raise LimiterTimeout(f"no permit within {timeout:.1f}s")
+            self._next = slot + 1.0 / self.current_rate()
+        if slot > now:
+            time.sleep(slot - now)
+        return slot - now
+
+    def on_throttled(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last_cut >= 1.0:
+                self._after_cut = max(self.qps / 20, self.current_rate() * self._decrease_factor)
+                self._last_cut = now
+
+    def on_success(self) -> None:
+        """Recovery is folded into :meth:`acquire`."""

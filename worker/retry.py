@@ -1,0 +1,129 @@
+"""How often and how long to wait before calling the API again: pure, no clocks, no I/O.
+
+Delays use "full jitter" (a uniform draw between zero and an exponentially growing ceiling):
+many threads that failed together do not come back together, which matters most for 403
+(throttled) and 500, where a synchronised retry wave would simply fail again.
+
+Attempt counts are per retry code, the strings produced by ``worker.errors.retry_code``
+("403", "405", "500", "transport", ...): a throttled call is cheap to retry many times, a
+download timeout (405) usually repeats and deserves only a few.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
+
+# 2.0 ** 1024 overflows a float; any ceiling this large is already past every sane cap.
+_MAX_EXPONENT = 1000
+_CODE_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Seconds to wait after ``attempt`` failed attempts, drawn with full jitter:
+    ``uniform(0, min(cap, base * 2**(attempt-1)))``.
+
+    ``attempt`` starts at 1 (the wait after the first failure is at most ``base``).
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt={attempt!r} must be at least 1")
+    if not base > 0:
+        raise ValueError(f"base={base!r} must be positive")
+    if not cap > 0:
+        raise ValueError(f"cap={cap!r} must be positive")
+    ceiling = min(cap, base * 2.0 ** min(attempt - 1, _MAX_EXPONENT))
+    return (rng or random).uniform(0.0, ceiling)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many attempts each retry code gets, and the backoff between them.
+
+    ``max_attempts`` counts every attempt, the first included: 8 means one call and up to seven
+    retries. ``per_code`` overrides it for single codes, e.g. ``{"405": 3, "403": 20}``.
+    """
+
+    max_attempts: int = 8
+    per_code: Mapping[str, int] = field(default_factory=dict)
+    base: float = 0.5
+    cap: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts={self.max_attempts!r} must be at least 1")
+        for code, attempts in self.per_code.items():
+            if attempts < 1:
+                raise ValueError(f"per_code[{code!r}]={attempts!r} must be at least 1")
+        if not self.base > 0:
+            raise ValueError(f"base={self.base!r} must be positive")
+        if not self.cap > 0:
+            raise ValueError(f"cap={self.cap!r} must be positive")
+        # A private read-only copy: a policy shared by threads cannot change under them.
+        object.__setattr__(self, "per_code", MappingProxyType(dict(self.per_code)))
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, per_code: Mapping[str, int] | str = ""
+    ) -> RetryPolicy:
+        """The policy of ``IMGMOD_MAX_ATTEMPTS``, ``IMGMOD_BACKOFF_BASE`` and ``_CAP``."""
+        overrides = parse_per_code(per_code) if isinstance(per_code, str) else per_code
+        return cls(
+            max_attempts=settings.max_attempts,
+            per_code=overrides,
+            base=settings.backoff_base,
+            cap=settings.backoff_cap,
+        )
+
+    def attempts_for(self, code_key: str) -> int:
+        """Total attempts allowed for a failure with this retry code."""
+        return self.per_code.get(code_key, self.max_attempts)
+
+    def should_retry(self, code_key: str, attempt: int) -> bool:
+        """Whether to try again after ``attempt`` attempts, the last failing with ``code_key``."""
+        if attempt < 0:
+            raise ValueError(f"attempt={attempt!r} must not be negative")
+        return attempt < self.attempts_for(code_key)
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after ``attempt`` failed attempts (full jitter, see backoff_delay)."""
+        return backoff_delay(attempt, self.base, self.cap, rng)
+
+
+def parse_per_code(spec: str) -> dict[str, int]:
+    """``"403=20,405=3"`` -> ``{"403": 20, "405": 3}``; blanks around parts are ignored.
+
+    Raises ValueError naming the offending part and the expected form.
+    """
+    result: dict[str, int] = {}
+    for raw in spec.split(","):
+        part = raw.strip()
+        if not part:
+            continue
+        code, sep, count = (s.strip() for s in part.partition("="))
+        if not sep:
+            raise ValueError(
+                f"retry spec part {part!r} has no '=': write CODE=ATTEMPTS, e.g. 403=20"
+            )
+        if not _CODE_KEY.fullmatch(code):
+            raise ValueError(
+                f"retry spec part {part!r}: {code!r} is not a retry code (e.g. 403, transport)"
+            )
+        try:
+            attempts = int(count)
+        except ValueError:
+            raise ValueError(
+                f"retry spec part {part!r}: {count!r} is not a whole number of attempts"
+            ) from None
+        if attempts < 1:
+            raise ValueError(f"retry spec part {part!r}: attempts must be at least 1")
+        if code in result:
+            raise ValueError(f"retry spec part {part!r}: code {code} is given twice")
+        result[code] = attempts
+    return result

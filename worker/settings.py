@@ -1,0 +1,242 @@
+"""Every setting of imgmod, read from the environment in one place.
+
+Nothing else in the package reads ``os.environ``: call :func:`load_settings` (or
+:func:`load_credentials`) at the edge and pass the typed values down.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# The vendor page's region table: region -> (public endpoint, VPC endpoint or None).
+REGIONS: dict[str, tuple[str, str | None]] = {
+    "ap-southeast-1": (
+        "green-cip.ap-southeast-1.aliyuncs.com",
+        "green-cip-vpc.ap-southeast-1.aliyuncs.com",
+    ),
+    "eu-west-1": ("green-cip.eu-west-1.aliyuncs.com", None),
+    "us-east-1": ("green-cip.us-east-1.aliyuncs.com", "green-cip-vpc.us-east-1.aliyuncs.com"),
+    "us-west-1": ("green-cip.us-west-1.aliyuncs.com", None),
+    "eu-central-1": (
+        "green-cip.eu-central-1.aliyuncs.com",
+        "green-cip-vpc.eu-central-1.aliyuncs.com",
+    ),
+}
+SERVICES = ("baselineCheck_global", "aigcDetector_global")
+INFO_TYPES = ("customImage", "textInImage", "publicFigure", "logoData")
+
+DEFAULTS: dict[str, str] = {
+    "IMGMOD_DATABASE_URL": "sqlite:///imgmod.db",
+    "IMGMOD_BROKER_URL": "redis://127.0.0.1:6379/0",
+    "IMGMOD_LIMITER_URL": "",  # empty: the broker URL when it is redis://, else none
+    "IMGMOD_REGION": "ap-southeast-1",
+    "IMGMOD_VPC": "0",
+    "IMGMOD_ENDPOINT": "",
+    "IMGMOD_SERVICE": "baselineCheck_global",
+    "IMGMOD_INFO_TYPE": "",
+    "IMGMOD_QPS": "100",
+    "IMGMOD_CONNECT_TIMEOUT": "3.05",
+    "IMGMOD_READ_TIMEOUT": "10",
+    "IMGMOD_POOL_SIZE": "256",
+    "IMGMOD_MAX_ATTEMPTS": "8",
+    "IMGMOD_RETRY_PER_CODE": "",
+    "IMGMOD_BACKOFF_BASE": "0.5",
+    "IMGMOD_BACKOFF_CAP": "60",
+    "IMGMOD_LEASE_SECONDS": "120",
+    "IMGMOD_VISIBILITY_TIMEOUT": "600",
+    "IMGMOD_WORKER_CONCURRENCY": "128",
+    "IMGMOD_LOG_LEVEL": "INFO",
+}
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the variable and the fix."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An AccessKey pair (and STS token). The secret never shows in repr or str."""
+
+    access_key_id: str
+    access_key_secret: str = field(repr=False)
+    security_token: str | None = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        return f"Credentials(access_key_id={self.access_key_id!r}, secret=***)"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    broker_url: str
+    limiter_url: str | None
+    region: str
+    vpc: bool
+    endpoint: str
+    service: str
+    info_type: str
+    qps: float
+    connect_timeout: float
+    read_timeout: float
+    pool_size: int
+    max_attempts: int
+    retry_per_code: str
+    backoff_base: float
+    backoff_cap: float
+    lease_seconds: float
+    visibility_timeout: int
+    worker_concurrency: int
+    log_level: str
+
+
+def _float(env: Mapping[str, str], name: str, minimum: float = 0.0) -> float:
+    raw = env.get(name, DEFAULTS[name])
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value <= minimum:
+        raise ConfigError(f"{name}={raw!r} must be greater than {minimum:g}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str) -> int:
+    raw = env.get(name, DEFAULTS[name])
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < 1:
+        raise ConfigError(f"{name}={raw!r} must be at least 1")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, DEFAULTS[name]).strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r}: use 1 or 0")
+
+
+def _per_code(env: Mapping[str, str]) -> str:
+    from worker.retry import parse_per_code
+
+    raw = env.get("IMGMOD_RETRY_PER_CODE", "")
+    try:
+        parse_per_code(raw)
+    except ValueError as exc:
+        raise ConfigError(f"IMGMOD_RETRY_PER_CODE={raw!r}: {exc}") from None
+    return raw
+
+
+def normalize_database_url(url: str) -> str:
+    """Plain ``postgresql://`` URLs name the driver we ship (psycopg2) explicitly."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    return url
+
+
+def resolve_endpoint(region: str, vpc: bool, endpoint: str) -> str:
+    """The base URL (scheme, host, optional port) the client posts to."""
+    if endpoint:
+        if not endpoint.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"IMGMOD_ENDPOINT={endpoint!r} needs a scheme, e.g. http://127.0.0.1:8080"
+            )
+        return endpoint.rstrip("/")
+    if region not in REGIONS:
+        raise ConfigError(
+            f"IMGMOD_REGION={region!r} is not a region of Image Moderation 2.0; "
+            f"use one of {', '.join(REGIONS)}"
+        )
+    public, private = REGIONS[region]
+    if vpc:
+        if private is None:
+            with_vpc = ", ".join(r for r, (_, v) in REGIONS.items() if v)
+            raise ConfigError(
+                f"IMGMOD_VPC=1 but region {region} has no VPC endpoint; "
+                f"unset IMGMOD_VPC or use one of {with_vpc}"
+            )
+        return f"https://{private}"
+    return f"https://{public}"
+
+
+def validate_info_type(value: str) -> str:
+    """Comma list of the four documented values, normalised (no blanks, no repeats)."""
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    bad = [p for p in parts if p not in INFO_TYPES]
+    if bad:
+        raise ConfigError(
+            f"infoType {', '.join(bad)!s} is not valid; use any of {', '.join(INFO_TYPES)}"
+        )
+    return ",".join(dict.fromkeys(parts))
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    region = env.get("IMGMOD_REGION", DEFAULTS["IMGMOD_REGION"])
+    vpc = _bool(env, "IMGMOD_VPC")
+    endpoint = resolve_endpoint(region, vpc, env.get("IMGMOD_ENDPOINT", ""))
+    service = env.get("IMGMOD_SERVICE", DEFAULTS["IMGMOD_SERVICE"])
+    if service not in SERVICES:
+        raise ConfigError(f"IMGMOD_SERVICE={service!r}: use one of {', '.join(SERVICES)}")
+    try:
+        info_type = validate_info_type(env.get("IMGMOD_INFO_TYPE", ""))
+    except ConfigError as exc:
+        raise ConfigError(f"IMGMOD_INFO_TYPE: {exc}") from None
+    broker_url = env.get("IMGMOD_BROKER_URL", DEFAULTS["IMGMOD_BROKER_URL"])
+    limiter_url = env.get("IMGMOD_LIMITER_URL", "") or (
+        broker_url if broker_url.startswith(("redis://", "rediss://", "unix://")) else None
+    )
+    level = env.get("IMGMOD_LOG_LEVEL", DEFAULTS["IMGMOD_LOG_LEVEL"]).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"IMGMOD_LOG_LEVEL={level!r}: use DEBUG, INFO, WARNING or ERROR")
+    return Settings(
+        database_url=normalize_database_url(
+            env.get("IMGMOD_DATABASE_URL", DEFAULTS["IMGMOD_DATABASE_URL"])
+        ),
+        broker_url=broker_url,
+        limiter_url=limiter_url,
+        region=region,
+        vpc=vpc,
+        endpoint=endpoint,
+        service=service,
+        info_type=info_type,
+        qps=_float(env, "IMGMOD_QPS"),
+        connect_timeout=_float(env, "IMGMOD_CONNECT_TIMEOUT"),
+        read_timeout=_float(env, "IMGMOD_READ_TIMEOUT"),
+        pool_size=_int(env, "IMGMOD_POOL_SIZE"),
+        max_attempts=_int(env, "IMGMOD_MAX_ATTEMPTS"),
+        retry_per_code=_per_code(env),
+        backoff_base=_float(env, "IMGMOD_BACKOFF_BASE"),
+        backoff_cap=_float(env, "IMGMOD_BACKOFF_CAP"),
+        lease_seconds=_float(env, "IMGMOD_LEASE_SECONDS"),
+        visibility_timeout=_int(env, "IMGMOD_VISIBILITY_TIMEOUT"),
+        worker_concurrency=_int(env, "IMGMOD_WORKER_CONCURRENCY"),
+        log_level=level,
+    )
+
+
+def load_credentials(env: Mapping[str, str] | None = None) -> Credentials:
+    env = os.environ if env is None else env
+    key_id = env.get("ALIBABA_CLOUD_ACCESS_KEY_ID", "").strip()
+    secret = env.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "").strip()
+    if not key_id or not secret:
+        missing = [
+            name
+            for name, value in (
+                ("ALIBABA_CLOUD_ACCESS_KEY_ID", key_id),
+                ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", secret),
+            )
+            if not value
+        ]
+        raise ConfigError(
+            f"missing credentials: set {' and '.join(missing)} "
+            "(and ALIBABA_CLOUD_SECURITY_TOKEN when using STS)"
+        )
+    token = env.get("ALIBABA_CLOUD_SECURITY_TOKEN", "").strip() or None
+    return Credentials(key_id, secret, token)
