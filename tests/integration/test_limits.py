@@ -17,9 +17,9 @@ from typing import TypeVar
 
 import pytest
 import redis
-from worker.local import free_port
 
 from worker.limits import LimiterTimeout, LimiterUnavailable, RateLimiter
+from worker.local import free_port
 
 T = TypeVar("T")
 SECOND_US = 1_000_000
