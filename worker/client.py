@@ -106,6 +106,13 @@ class ModerationClient:
         try:
             response = parse_response(body, http_status=http.status_code)
         except MalformedResponse as exc:
+            if http.status_code >= 500:  # a gateway's HTML or empty 5xx page
+                raise error_for(
+                    f"HTTP {http.status_code}",
+                    f"gateway error page: {_short(exc)}",
+                    None,
+                    http.status_code,
+                ) from None
             raise TransportError(
                 "malformed", f"HTTP {http.status_code}, unparsable body: {_short(exc)}"
             ) from None
