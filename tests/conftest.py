@@ -36,18 +36,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture(scope="session")
+def _redis_server() -> Iterator[str]:
+    """A private redis-server for this test run, so that concurrent runs (and the machine's
+    own Redis users) never see each other's queues and limiter keys; the machine's Redis
+    (IMGMOD_TEST_REDIS_URL, db 15) when the binary is missing."""
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        yield REDIS_URL
+        return
+    from worker.local import private_redis
+
+    with private_redis() as server:
+        yield server.url.rsplit("/", 1)[0] + "/15"
+
+
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    """The machine's Redis, database 15, flushed before and after."""
+def redis_url(_redis_server: str) -> Iterator[str]:
+    """A real Redis database, flushed before and after the test."""
     import redis
 
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(_redis_server)
     try:
         client.ping()
     except redis.exceptions.ConnectionError as exc:
-        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
+        pytest.skip(f"Redis not reachable at {_redis_server}: {exc}")
     client.flushdb()
-    yield REDIS_URL
+    yield _redis_server
     client.flushdb()
     client.close()
 

@@ -4,9 +4,13 @@
   state, so a killed worker's message comes back;
 - prefetch 1: a thread holds one message, the rest stay in Redis for other hosts;
 - ``visibility_timeout`` (IMGMOD_VISIBILITY_TIMEOUT, 600 s) bounds how long a dead worker's
-  messages stay invisible; it must exceed the longest a live worker holds one (the retry
-  backoff cap plus a call). ``unacked_restore_interval`` 5 s with throttle 1 makes kombu sweep
-  for them every 5 s instead of every ~100 s.
+  messages stay invisible; it must exceed the longest a live worker holds one (a call, or a
+  retry's countdown, which worker.tasks caps at half of it). ``unacked_restore_interval`` 5 s
+  with throttle 1 makes kombu sweep for them every 5 s instead of every ~100 s. The sweep runs
+  on a live consumer's event loop timer: the thread pool uses that loop (Celery's asynloop), so
+  a dead worker's messages come back within the timeout plus 5 s (tests/faults). kombu pops a
+  message before recording it as unacknowledged, so a SIGKILL can lose the one message in
+  that gap: its row stays ``queued`` for ``imgmod resume`` or ``imgmod run``'s stall detection.
 """
 
 from __future__ import annotations
@@ -48,6 +52,13 @@ def make_app() -> Celery:
         broker_transport_options=transport_options,
         broker_pool_limit=settings.worker_concurrency + 8,
         task_create_missing_queues=True,
+    )
+    # Worker processes only (the signals never fire in the CLI): our log format, and metrics.
+    from worker import logs, metrics
+
+    logs.connect_worker_signals(settings.log_level, settings.log_format)
+    metrics.connect_worker_signals(
+        settings.metrics_host, settings.metrics_port, settings.database_url
     )
     return app
 

@@ -17,11 +17,14 @@ from typing import IO, Any
 
 import click
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker import store
 from worker.settings import ConfigError, Settings, load_settings
 
 EXIT_OK, EXIT_USAGE, EXIT_INCOMPLETE = 0, 2, 3
+# The database is away (restarting, failing over, network): workers wait it out, so do we.
+DATABASE_DOWN = (OperationalError, InterfaceError)
 OPEN_STATES = ("pending", "queued", "running")
 
 
@@ -59,12 +62,28 @@ def _app() -> Any:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="imgmod")
-def main() -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Log lines as text or one JSON object each (default IMGMOD_LOG_FORMAT, text).",
+)
+def main(log_format: str | None) -> None:
     """Moderate image archives with Alibaba Cloud Image Moderation 2.0.
 
     Settings come from IMGMOD_* environment variables (see README); credentials from
     ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET.
     """
+    from worker.logs import configure_logging, credential_secrets
+
+    try:
+        settings = load_settings()
+        level, fmt = settings.log_level, settings.log_format
+    except ConfigError:  # the command itself reports it (or, for doctor, diagnoses it)
+        level, fmt = "INFO", "text"
+    configure_logging(level, log_format or fmt, credential_secrets())
+    if log_format:
+        os.environ["IMGMOD_LOG_FORMAT"] = log_format  # for `imgmod worker`'s Celery process
 
 
 # ---------------------------------------------------------------- database
@@ -127,7 +146,8 @@ def _open_job(
             raise CliError("--referer: longer than 256 characters")
         return store.get_or_create_job(engine, name, svc, info, referer)
     except InvalidParameter as exc:
-        raise CliError(f"--{exc.field}: {exc.reason}") from None
+        option = {"Service": "--service", "infoType": "--info-type"}.get(exc.field, exc.field)
+        raise CliError(f"{option}: {exc.reason}") from None
     except ValueError as exc:
         raise CliError(str(exc)) from None
 
@@ -287,13 +307,52 @@ def _progress(label: str) -> Iterator[Any]:
     yield update
 
 
+def _stall_floor(settings: Settings) -> float:
+    """The longest a job with nothing lost may show no new attempt: one retry countdown (at
+    most the backoff cap) plus one call. Stall detection waiting less would republish rows
+    whose retry is only waiting its turn, and defeat the backoff."""
+    return settings.backoff_cap + settings.connect_timeout + settings.read_timeout + 1.0
+
+
 def _wait(engine: Engine, job: store.Job, stall_seconds: float, timeout: float | None) -> int:
+    """Wait for the job with live progress; republish open rows when it stalls.
+
+    Stalled means: no row closed and no attempt started for ``stall_seconds`` (raised to the
+    longest legitimate pause, see :func:`_stall_floor`). Retries waiting out their backoff
+    start attempts, so they never count as a stall; a broker that lost its messages does.
+    """
+    floor = _stall_floor(_settings())
+    if stall_seconds < floor:
+        click.echo(
+            f"stall detection waits {floor:.0f}s, not {stall_seconds:.0f}s: "
+            "a retry may legitimately pause that long (backoff cap plus one call)",
+            err=True,
+        )
+        stall_seconds = floor
     started = time.monotonic()
     last_closed, last_change = -1, time.monotonic()
+    last_attempts = store.attempts_made(engine, job.id)
     first_closed = None
+    outage_since: float | None = None
     with _progress(f"job {job.name}") as update:
         while True:
-            counts = store.state_counts(engine, job.id)
+            try:
+                counts = store.state_counts(engine, job.id)
+            except DATABASE_DOWN as exc:
+                if outage_since is None:
+                    outage_since = time.monotonic()
+                    click.echo(
+                        f"database unavailable ({type(exc.orig).__name__}); waiting", err=True
+                    )
+                if timeout is not None and time.monotonic() - started > timeout:
+                    click.echo("timeout: the database is still unavailable", err=True)
+                    return EXIT_INCOMPLETE
+                last_change = time.monotonic()  # an outage is not a stall
+                time.sleep(1.0)
+                continue
+            if outage_since is not None:
+                click.echo(f"database back after {time.monotonic() - outage_since:.0f}s", err=True)
+                outage_since = None
             open_rows = sum(counts.get(s, 0) for s in OPEN_STATES)
             closed = sum(counts.values()) - open_rows
             now = time.monotonic()
@@ -311,12 +370,19 @@ def _wait(engine: Engine, job: store.Job, stall_seconds: float, timeout: float |
             if open_rows == 0:
                 break
             if now - last_change >= stall_seconds:
-                n = _requeue_open(engine, job, include_queued=True)
-                click.echo(
-                    f"no progress for {stall_seconds:.0f}s with {open_rows} open rows: "
-                    f"re-enqueued {n} (broker lost its messages?)",
-                    err=True,
-                )
+                try:
+                    attempts = store.attempts_made(engine, job.id)
+                except DATABASE_DOWN:
+                    continue  # the next poll reports the outage
+                if attempts != last_attempts:  # retries under way: slow, not stalled
+                    last_attempts = attempts
+                else:
+                    n = _requeue_open(engine, job, include_queued=True)
+                    click.echo(
+                        f"no progress for {stall_seconds:.0f}s with {open_rows} open rows: "
+                        f"re-enqueued {n} (broker lost its messages?)",
+                        err=True,
+                    )
                 last_change = now
             if timeout is not None and now - started > timeout:
                 click.echo(f"timeout: {open_rows} references still open", err=True)
@@ -438,6 +504,23 @@ def _fmt_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v) or "-"
 
 
+# ---------------------------------------------------------------- operations
+
+
+@main.command()
+def doctor() -> None:
+    """Check settings, credentials, database, broker, limiter and endpoint; nothing is billed.
+
+    Exit 0 when every check passes, 1 otherwise (each failure says how to fix it).
+    """
+    from worker.doctor import all_ok, render, run_checks
+
+    checks = run_checks()
+    encoding = (sys.stdout.encoding or "").lower().replace("-", "")
+    click.echo(render(checks, unicode=encoding == "utf8"))
+    sys.exit(0 if all_ok(checks) else 1)
+
+
 # ---------------------------------------------------------------- processes
 
 
@@ -459,26 +542,12 @@ def worker(
     celery_args: tuple[str, ...],
 ) -> None:
     """Start a Celery worker (same as `celery -A worker worker`, friendlier defaults)."""
+    from worker.local import worker_command
+
     settings = _settings()
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker",
-        "worker",
-        "--pool",
-        "threads",
-        "--concurrency",
-        str(concurrency or settings.worker_concurrency),
-        "--loglevel",
-        loglevel or settings.log_level,
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-    ]
-    if hostname:
-        argv += ["--hostname", hostname]
+    argv = worker_command(
+        concurrency or settings.worker_concurrency, loglevel or settings.log_level, hostname
+    )
     argv += list(celery_args)
     os.execv(sys.executable, argv)  # noqa: S606 - replace this process with the worker
 

@@ -17,9 +17,16 @@ by one Lua script per permit running inside Redis:
   near the number of processes even with hundreds of threads.
 * **AIMD shared through Redis.** :meth:`RateLimiter.on_throttled` multiplies the shared rate by
   ``decrease_factor`` (at most once per ``decrease_window``, so a volley of 403s from many
-  threads is one signal). Recovery is additive and folded into the permit script: the rate is
-  ``min(qps, rate_after_cut + increase_per_second * seconds_since_cut)``, so
-  :meth:`RateLimiter.on_success` costs nothing on the hot path.
+  threads is one signal); a 403 while running at 95% or more of ``qps``, 5 s or more after the
+  last cut, only multiplies it by ``near_cap_factor`` (0.9): at the cap a stray 403 is timing
+  jitter, and halving the rate for it costs seconds of throughput. Recovery is additive and
+  folded into the permit script: the rate is
+  ``min(qps, rate_after_cut + step * seconds_since_cut)`` with
+  ``step = min(increase_per_second, recover_fraction * rate_after_cut)``, so
+  :meth:`RateLimiter.on_success` costs nothing on the hot path. Bounding the step by the rate
+  the cut left matters when the real cap is far below ``qps`` (the account's cap is shared with
+  other callers): at qps/10 per second the rate overshoots a 10/s cap every second and a third
+  of the calls come back 403; at 10% of the cut rate it settles just under the cap.
 
 The configured ``qps`` travels with every call instead of living in Redis: raising
 ``IMGMOD_QPS`` takes effect on the next permit without flushing anything. If Redis restarts, the
@@ -37,23 +44,34 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
 
+if TYPE_CHECKING:
+    from worker.settings import Settings
+
 log = logging.getLogger(__name__)
+
+# The limiter runs 2% under the account's cap: calls reach the service a few ms late by varying
+# amounts, and a second the service counts as cap+1 costs a 403 and an AIMD cut.
+QPS_MARGIN = 0.98
 
 # Shared by the scripts: the rate in force at `now`, given the configured qps, the additive
 # increase per second and the last cut (rate right after it, server microseconds of it).
 _EFFECTIVE_RATE_LUA = """
-local function effective_rate(qps, inc, cut_rate, cut_at, now)
+local function effective_rate(qps, inc, frac, cut_rate, cut_at, now)
   if not cut_rate or not cut_at then return qps end
   local elapsed = now - tonumber(cut_at)
   if elapsed < 0 then elapsed = 0 end -- server clock stepped back (failover): no recovery yet
-  local rate = tonumber(cut_rate) + inc * elapsed / 1000000
+  -- Additive increase, at most `frac` of the rate the cut left per second: a cap far below
+  -- the configured qps is approached gently, not overshot every second. frac <= 0: no bound.
+  local step = inc
+  if frac > 0 then step = math.min(inc, tonumber(cut_rate) * frac) end
+  local rate = tonumber(cut_rate) + step * elapsed / 1000000
   if rate > qps then rate = qps end
   return rate
 end
@@ -71,7 +89,7 @@ _ACQUIRE_LUA = (
     + """
 local qps = tonumber(ARGV[1])
 local state = redis.call('HMGET', KEYS[1], 'tat', 'cut_rate', 'cut_at')
-local rate = effective_rate(qps, tonumber(ARGV[2]), state[2], state[3], now)
+local rate = effective_rate(qps, tonumber(ARGV[2]), tonumber(ARGV[6]), state[2], state[3], now)
 local interval = math.ceil(1000000 / rate)
 local tau = math.floor((tonumber(ARGV[3]) - 1) * interval)
 local tat = tonumber(state[1]) or now
@@ -86,21 +104,28 @@ return {1, wait, now + wait}
 """
 )
 
-# KEYS[1]; ARGV: qps, increase/s, factor, min_qps, window_us, ttl_ms.
+# KEYS[1]; ARGV: qps, increase/s, factor, min_qps, window_us, ttl_ms, recover_fraction,
+# near_cap_factor.
 # Cuts the shared rate unless it was cut less than window_us ago: {cut?, rate as string}.
 _THROTTLED_LUA = (
     _EFFECTIVE_RATE_LUA
     + """
 local qps = tonumber(ARGV[1])
 local state = redis.call('HMGET', KEYS[1], 'cut_rate', 'cut_at')
-local rate = effective_rate(qps, tonumber(ARGV[2]), state[1], state[2], now)
+local rate = effective_rate(qps, tonumber(ARGV[2]), tonumber(ARGV[7]), state[1], state[2], now)
 if state[2] then
   local since = now - tonumber(state[2])
   if since >= 0 and since < tonumber(ARGV[5]) then
     return {0, string.format('%.6f', rate)}
   end
 end
-local cut = rate * tonumber(ARGV[3])
+-- A 403 at (nearly) the full rate after 5 s without one is most likely jitter bunching a few
+-- calls into one second: a gentle cut. A 403 soon after another finds a real, lower cap: the
+-- full cut (else gentle cuts and quick recovery near the cap would never descend).
+local factor = tonumber(ARGV[3])
+local calm = not state[2] or now - tonumber(state[2]) > 5000000
+if calm and rate >= qps * 0.95 then factor = math.max(factor, tonumber(ARGV[8])) end
+local cut = rate * factor
 if cut < tonumber(ARGV[4]) then cut = tonumber(ARGV[4]) end
 if cut > rate then cut = rate end
 redis.call('HSET', KEYS[1], 'cut_rate', string.format('%.6f', cut), 'cut_at',
@@ -116,7 +141,7 @@ _RATE_LUA = (
     + """
 local state = redis.call('HMGET', KEYS[1], 'cut_rate', 'cut_at')
 return string.format('%.6f', effective_rate(tonumber(ARGV[1]), tonumber(ARGV[2]),
-                                            state[1], state[2], now))
+                                            tonumber(ARGV[3]), state[1], state[2], now))
 """
 )
 
@@ -163,6 +188,8 @@ class RateLimiter:
         min_qps: float | None = None,
         decrease_factor: float = 0.5,
         increase_per_second: float | None = None,
+        recover_fraction: float = 0.1,
+        near_cap_factor: float = 0.9,
         decrease_window: float = 1.0,
         horizon: float = 1.0,
         rng: random.Random | None = None,
@@ -190,6 +217,8 @@ class RateLimiter:
         self.min_qps = float(floor)
         self.decrease_factor = float(decrease_factor)
         self.increase_per_second = float(increase)
+        self.recover_fraction = float(recover_fraction)
+        self.near_cap_factor = float(near_cap_factor)
         self.decrease_window = float(decrease_window)
         self.horizon = float(horizon)
         self._rng = rng or random.Random()
@@ -262,6 +291,8 @@ class RateLimiter:
             self.min_qps,
             int(self.decrease_window * 1_000_000),
             self._ttl_ms,
+            self.recover_fraction,
+            self.near_cap_factor,
         )
         if cut:
             log.warning(
@@ -274,7 +305,9 @@ class RateLimiter:
 
     def current_rate(self) -> float:
         """The permits per second in force now, for this caller's ``qps``."""
-        return float(self._call(self._rate_script, self.qps, self.increase_per_second))
+        return float(
+            self._call(self._rate_script, self.qps, self.increase_per_second, self.recover_fraction)
+        )
 
     def _book(self, deadline: float | None, timeout: float | None) -> tuple[int, int]:
         """Book a slot within the horizon (and the deadline), polling Redis until one is free."""
@@ -306,6 +339,7 @@ class RateLimiter:
             self.burst,
             max_wait_us,
             self._ttl_ms,
+            self.recover_fraction,
         )
         return bool(granted), int(wait_us), int(slot_us)
 
@@ -376,3 +410,10 @@ class LocalRateLimiter:
 
     def on_success(self) -> None:
         """Recovery is folded into :meth:`acquire`."""
+
+
+def limiter_for(settings: Settings) -> RateLimiter | LocalRateLimiter:
+    """The account's limiter: shared in Redis, or in-process when no Redis exists (demo)."""
+    if settings.limiter_url:
+        return RateLimiter.from_url(settings.limiter_url, qps=settings.qps * QPS_MARGIN)
+    return LocalRateLimiter(settings.qps * QPS_MARGIN)

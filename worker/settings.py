@@ -46,8 +46,11 @@ DEFAULTS: dict[str, str] = {
     "IMGMOD_BACKOFF_CAP": "60",
     "IMGMOD_LEASE_SECONDS": "120",
     "IMGMOD_VISIBILITY_TIMEOUT": "600",
-    "IMGMOD_WORKER_CONCURRENCY": "128",
+    "IMGMOD_WORKER_CONCURRENCY": "192",
     "IMGMOD_LOG_LEVEL": "INFO",
+    "IMGMOD_LOG_FORMAT": "text",
+    "IMGMOD_METRICS_PORT": "0",
+    "IMGMOD_METRICS_HOST": "127.0.0.1",
 }
 
 
@@ -89,6 +92,9 @@ class Settings:
     visibility_timeout: int
     worker_concurrency: int
     log_level: str
+    log_format: str = "text"
+    metrics_port: int = 0  # 0: no metrics endpoint
+    metrics_host: str = "127.0.0.1"
 
 
 def _float(env: Mapping[str, str], name: str, minimum: float = 0.0) -> float:
@@ -110,6 +116,17 @@ def _int(env: Mapping[str, str], name: str) -> int:
         raise ConfigError(f"{name}={raw!r} is not an integer") from None
     if value < 1:
         raise ConfigError(f"{name}={raw!r} must be at least 1")
+    return value
+
+
+def _port(env: Mapping[str, str], name: str) -> int:
+    raw = env.get(name, DEFAULTS[name])
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"{name}={raw!r} must be between 0 (off) and 65535")
     return value
 
 
@@ -195,6 +212,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     level = env.get("IMGMOD_LOG_LEVEL", DEFAULTS["IMGMOD_LOG_LEVEL"]).upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"IMGMOD_LOG_LEVEL={level!r}: use DEBUG, INFO, WARNING or ERROR")
+    log_format = env.get("IMGMOD_LOG_FORMAT", DEFAULTS["IMGMOD_LOG_FORMAT"]).strip().lower()
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"IMGMOD_LOG_FORMAT={log_format!r}: use text or json")
     return Settings(
         database_url=normalize_database_url(
             env.get("IMGMOD_DATABASE_URL", DEFAULTS["IMGMOD_DATABASE_URL"])
@@ -218,6 +238,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         visibility_timeout=_int(env, "IMGMOD_VISIBILITY_TIMEOUT"),
         worker_concurrency=_int(env, "IMGMOD_WORKER_CONCURRENCY"),
         log_level=level,
+        log_format=log_format,
+        metrics_port=_port(env, "IMGMOD_METRICS_PORT"),
+        metrics_host=env.get("IMGMOD_METRICS_HOST", DEFAULTS["IMGMOD_METRICS_HOST"]).strip()
+        or DEFAULTS["IMGMOD_METRICS_HOST"],
     )
 
 

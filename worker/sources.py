@@ -23,7 +23,8 @@ Formats, chosen by extension (case-insensitive):
     these fields), so line numbers are always physical lines.
 ``.jsonl`` / ``.ndjson``
     One JSON object per line with the same keys; values are strings or null. A line that is not
-    an object, has an unknown key or a non-string value is rejected. Blank lines are skipped.
+    an object, has an unknown key, a key given twice or a non-string value is rejected. Blank
+    lines are skipped.
 ``-``
     Standard input, sniffed per line: a line starting with ``{`` is read as JSON, any other as
     a ``.txt`` line.
@@ -300,11 +301,26 @@ def _txt_line(source: str, number: int, text: str, defaults: _Defaults) -> Recor
     return _validate(source, number, text, {"oss_bucket": bucket, "oss_object": key}, defaults)
 
 
+class _JsonObject(dict[str, object]):
+    """A decoded JSON object that remembers the keys it was given more than once."""
+
+    repeated: tuple[str, ...] = ()
+
+
+def _json_object(pairs: list[tuple[str, object]]) -> _JsonObject:
+    # json.loads would silently keep the last of two equal keys: which URL did the user mean?
+    obj = _JsonObject(pairs)
+    if len(obj) != len(pairs):
+        keys = [key for key, _ in pairs]
+        obj.repeated = tuple(dict.fromkeys(k for k in keys if keys.count(k) > 1))
+    return obj
+
+
 def _json_line(source: str, number: int, text: str, defaults: _Defaults) -> Record | None:
     if not text.strip():
         return None
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_json_object)
     except (ValueError, RecursionError) as exc:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
         return Rejected(source, number, "json", f"not valid JSON: {reason}", text[:RAW_LIMIT])
@@ -313,8 +329,12 @@ def _json_line(source: str, number: int, text: str, defaults: _Defaults) -> Reco
             source,
             number,
             "json",
-            f"a line must be a JSON object, not {type(obj).__name__}",
+            f"a line must be a JSON object, not {_json_kind(obj)}",
             text[:RAW_LIMIT],
+        )
+    if isinstance(obj, _JsonObject) and obj.repeated:
+        return Rejected(
+            source, number, "json", f"gives the key {obj.repeated[0]!r} twice", text[:RAW_LIMIT]
         )
     values: dict[str, str] = {}
     unknown: list[str] = []
@@ -330,7 +350,7 @@ def _json_line(source: str, number: int, text: str, defaults: _Defaults) -> Reco
         if value is None:
             continue
         if not isinstance(value, str):
-            kind = "a boolean" if isinstance(value, bool) else f"a JSON {type(value).__name__}"
+            kind = "a boolean" if isinstance(value, bool) else f"a JSON {_json_kind(value)}"
             return Rejected(
                 source,
                 number,
@@ -349,6 +369,12 @@ def _json_line(source: str, number: int, text: str, defaults: _Defaults) -> Reco
             text[:RAW_LIMIT],
         )
     return _validate(source, number, text, values, defaults)
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    return "dict" if isinstance(value, dict) else type(value).__name__
 
 
 def _line_parser(fmt: str | None, defaults: _Defaults) -> LineParser:

@@ -620,10 +620,24 @@ def claim_item(
         ).one_or_none()
         if row is None:
             return None
+        settings = _job_settings(conn, row.job_id)
+    return ClaimedItem(**row._mapping, service=settings[0], info_type=settings[1])
+
+
+# (database URL, job id) -> (service, infoType). A job's service and infoType never change
+# (get_or_create_job refuses), so a worker reads them once per job, not once per claim.
+_JOB_SETTINGS: dict[tuple[str, int], tuple[str, str]] = {}
+
+
+def _job_settings(conn: Connection, job_id: int) -> tuple[str, str]:
+    key = (str(conn.engine.url), job_id)
+    found = _JOB_SETTINGS.get(key)
+    if found is None:
         job = conn.execute(
-            sa.select(jobs.c.service, jobs.c.info_type).where(jobs.c.id == row.job_id)
+            sa.select(jobs.c.service, jobs.c.info_type).where(jobs.c.id == job_id)
         ).one()
-    return ClaimedItem(**row._mapping, service=job.service, info_type=job.info_type)
+        found = _JOB_SETTINGS[key] = (job.service, job.info_type)
+    return found
 
 
 def extend_lease(engine: Engine, item_id: int, owner: str, lease_seconds: float) -> bool:
@@ -894,3 +908,30 @@ def reset_failed(engine: Engine, job_id: int, code: str | None = None) -> list[i
             conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(finished_at=None))
     ids.sort()
     return ids
+
+
+def lease_left(engine: Engine, item_id: int) -> float | None:
+    """Seconds left on the lease of an open row (0 when open but not leased); None when the
+    row is closed or gone. Consulted only when a claim failed, so off the hot path."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(items.c.state, items.c.lease_expires_at).where(items.c.id == item_id)
+        ).one_or_none()
+    if row is None or row.state not in OPEN_STATES:
+        return None
+    expires: datetime | None = row.lease_expires_at
+    if expires is None:
+        return 0.0
+    return max(0.0, (expires - _now()).total_seconds())
+
+
+def attempts_made(engine: Engine, job_id: int) -> int:
+    """Claims made on a job's rows so far: grows with every attempt, retries included, so a
+    job whose retries only wait their backoff is told apart from one whose messages are lost."""
+    with engine.connect() as conn:
+        total = conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(items.c.attempts), 0)).where(
+                items.c.job_id == job_id
+            )
+        ).scalar_one()
+    return int(total)

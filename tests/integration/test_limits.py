@@ -120,12 +120,13 @@ def test_processes_and_threads_together_never_exceed_the_cap_in_any_second(
 
 @pytest.mark.service
 def test_a_throttle_signal_slows_every_limiter_on_the_key(client: redis.Redis, key: str) -> None:
-    a = RateLimiter(client, key=key, qps=50, increase_per_second=0.001)
+    a = RateLimiter(client, key=key, qps=50, increase_per_second=0.001, near_cap_factor=0.5)
     b = RateLimiter(
         redis.Redis(connection_pool=client.connection_pool),
         key=key,
         qps=50,
         increase_per_second=0.001,
+        near_cap_factor=0.5,
     )
     assert b.current_rate() == pytest.approx(50)
     a.on_throttled()
@@ -142,8 +143,16 @@ def test_a_throttle_signal_slows_every_limiter_on_the_key(client: redis.Redis, k
 
 @pytest.mark.service
 def test_the_rate_recovers_to_the_configured_qps_after_a_cut(client: redis.Redis, key: str) -> None:
-    limiter = RateLimiter(client, key=key, qps=50, increase_per_second=50, decrease_window=0.2)
-    other = RateLimiter(client, key=key, qps=50, increase_per_second=50)
+    limiter = RateLimiter(
+        client,
+        key=key,
+        qps=50,
+        increase_per_second=50,
+        recover_fraction=0,
+        decrease_window=0.2,
+        near_cap_factor=0.5,
+    )
+    other = RateLimiter(client, key=key, qps=50, increase_per_second=50, recover_fraction=0)
     limiter.on_throttled()
     cut_at = time.monotonic()
     assert other.current_rate() < 30
@@ -155,6 +164,33 @@ def test_the_rate_recovers_to_the_configured_qps_after_a_cut(client: redis.Redis
     # once the window has passed, a new 403 is a new signal
     limiter.on_throttled()
     assert other.current_rate() < 30
+
+
+@pytest.mark.service
+def test_recovery_after_a_deep_cut_is_bounded_by_the_rate_the_cut_left(
+    client: redis.Redis, key: str
+) -> None:
+    """Against a real cap of 10/s with qps=100, recovering at qps/10 per second would double
+    the rate each second; 10% of the cut rate per second approaches the cap gently."""
+    limiter = RateLimiter(client, key=key, qps=100, min_qps=5, decrease_window=0)
+    for _ in range(4):
+        limiter.on_throttled()  # 100 -> 90 (near the cap: gentle) -> 45 -> 22.5 -> 11.25
+    cut = limiter.current_rate()
+    assert cut == pytest.approx(11.25, abs=0.1)
+    wait_for(lambda: limiter.current_rate() > cut + 0.3, 2, "some recovery")
+    assert limiter.current_rate() < cut * 1.25  # at most 10% of the cut rate per second
+
+
+@pytest.mark.service
+def test_a_first_403_at_the_cap_cuts_gently_and_a_second_cuts_hard(
+    client: redis.Redis, key: str
+) -> None:
+    """At the cap a stray 403 is timing jitter: 10% off; below it, a real lower cap: half."""
+    limiter = RateLimiter(client, key=key, qps=100, decrease_window=0, increase_per_second=0.001)
+    limiter.on_throttled()
+    assert limiter.current_rate() == pytest.approx(90, abs=0.01)
+    limiter.on_throttled()
+    assert limiter.current_rate() == pytest.approx(45, abs=0.01)
 
 
 @pytest.mark.service
@@ -197,7 +233,7 @@ def test_a_cut_rate_is_capped_by_a_lowered_qps_and_recovers_to_a_raised_one(
 ) -> None:
     RateLimiter(client, key=key, qps=100, increase_per_second=0.001).on_throttled()
     assert RateLimiter(client, key=key, qps=30).current_rate() == pytest.approx(30)
-    raised = RateLimiter(client, key=key, qps=200, increase_per_second=1000)
+    raised = RateLimiter(client, key=key, qps=200, increase_per_second=1000, recover_fraction=0)
     wait_for(lambda: raised.current_rate() == pytest.approx(200), 3, "recovery to 200/s")
 
 

@@ -102,3 +102,22 @@ def test_credentials_never_show_the_secret() -> None:
     for text in (repr(creds), str(creds)):
         assert "very-secret-value" not in text and "sts-token-value" not in text
         assert "id-1" in text
+
+
+def test_metrics_are_off_and_on_loopback_by_default() -> None:
+    s = load_settings({})
+    assert (s.metrics_port, s.metrics_host, s.log_format) == (0, "127.0.0.1", "text")
+    s = load_settings({"IMGMOD_METRICS_PORT": "9464", "IMGMOD_METRICS_HOST": "0.0.0.0"})
+    assert (s.metrics_port, s.metrics_host) == (9464, "0.0.0.0")
+
+
+@pytest.mark.parametrize("port", ["-1", "65536", "http"])
+def test_a_bad_metrics_port_names_the_variable(port: str) -> None:
+    with pytest.raises(ConfigError, match="IMGMOD_METRICS_PORT"):
+        load_settings({"IMGMOD_METRICS_PORT": port})
+
+
+def test_log_format_is_text_or_json() -> None:
+    assert load_settings({"IMGMOD_LOG_FORMAT": "JSON"}).log_format == "json"
+    with pytest.raises(ConfigError, match="IMGMOD_LOG_FORMAT"):
+        load_settings({"IMGMOD_LOG_FORMAT": "xml"})

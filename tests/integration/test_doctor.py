@@ -1,0 +1,193 @@
+"""`imgmod doctor` against real services: the emulator, Redis, SQLite and PostgreSQL.
+
+Every test ends by checking the emulator billed nothing: the endpoint probe must prove the
+credentials without a Code 200.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from worker import store
+from worker.doctor import (
+    Check,
+    check_broker,
+    check_database,
+    check_endpoint,
+    check_limiter,
+    mask_key_id,
+    probe_fields,
+    render,
+    run_checks,
+)
+from worker.emulator import TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET
+from worker.emulator.testing import running_emulator
+from worker.local import free_port
+from worker.settings import Credentials, load_settings
+
+pytestmark = pytest.mark.service
+
+WRONG_SECRET = "not-the-emulator-secret"  # noqa: S105 - a made-up value the tests look for
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Any]:
+    with running_emulator(qps=100) as emu:
+        yield emu
+
+
+@pytest.fixture
+def env(emulator: Any, database_url: str, redis_url: str) -> Iterator[dict[str, str]]:
+    emulator.reset()
+    store.upgrade(database_url)
+    yield {
+        "IMGMOD_DATABASE_URL": database_url,
+        "IMGMOD_BROKER_URL": redis_url,
+        "IMGMOD_ENDPOINT": emulator.url,
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": TEST_ACCESS_KEY_ID,
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": TEST_ACCESS_KEY_SECRET,
+    }
+    assert emulator.stats()["billed"] == 0
+
+
+def _by_name(checks: list[Check]) -> dict[str, Check]:
+    return {c.name: c for c in checks}
+
+
+def test_every_check_passes_on_a_ready_machine(env: dict[str, str], emulator: Any) -> None:
+    checks = run_checks(env)
+    assert [c.name for c in checks] == [
+        "settings",
+        "credentials",
+        "database",
+        "broker",
+        "limiter",
+        "endpoint",
+    ]
+    assert all(c.ok for c in checks), render(checks)
+    assert "emul****key" in _by_name(checks)["credentials"].detail
+    assert "Code 400" in _by_name(checks)["endpoint"].detail
+    assert emulator.stats()["by_code"] == {"400": 1}
+
+
+def test_the_probe_never_carries_an_image() -> None:
+    fields = probe_fields("baselineCheck_global")
+    assert "imageUrl" not in fields["ServiceParameters"]
+    assert "oss" not in fields["ServiceParameters"].lower()
+
+
+def test_a_wrong_secret_fails_the_endpoint_check_without_printing_it(
+    env: dict[str, str], emulator: Any
+) -> None:
+    checks = run_checks({**env, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": WRONG_SECRET})
+    endpoint = _by_name(checks)["endpoint"]
+    assert not endpoint.ok
+    assert "SignatureDoesNotMatch" in endpoint.detail
+    assert "ALIBABA_CLOUD_ACCESS_KEY_SECRET" in endpoint.fix
+    assert WRONG_SECRET not in render(checks)
+
+
+def test_an_unknown_key_id_fails_the_endpoint_check(env: dict[str, str]) -> None:
+    checks = run_checks({**env, "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI-nobody-knows"})
+    endpoint = _by_name(checks)["endpoint"]
+    assert not endpoint.ok and "InvalidAccessKeyId.NotFound" in endpoint.detail
+    assert "LTAI****ows" in _by_name(checks)["credentials"].detail
+
+
+def test_an_account_without_permission_fails_with_the_vendors_advice(env: dict[str, str]) -> None:
+    with running_emulator(key=["LTAI-noperm-key:noperm-secret-1:noperm"]) as emu:
+        settings = load_settings({**env, "IMGMOD_ENDPOINT": emu.url})
+        check = check_endpoint(settings, Credentials("LTAI-noperm-key", "noperm-secret-1"))
+        assert emu.stats()["billed"] == 0
+    assert not check.ok and "408" in check.detail
+    assert "AliyunYundunGreenWebFullAccess" in check.fix
+
+
+def test_an_unreachable_endpoint_fails_with_a_fix(env: dict[str, str]) -> None:
+    settings = load_settings({**env, "IMGMOD_ENDPOINT": f"http://127.0.0.1:{free_port()}"})
+    check = check_endpoint(settings, Credentials(TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET))
+    assert not check.ok and "no answer" in check.detail
+    assert "IMGMOD_ENDPOINT" in check.fix
+
+
+def test_an_unmigrated_database_fails_with_the_upgrade_command(
+    env: dict[str, str], tmp_path
+) -> None:
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    engine = store.make_engine(empty)
+    with engine.connect():
+        pass  # the file exists, without tables
+    engine.dispose()
+    check = check_database(load_settings({**env, "IMGMOD_DATABASE_URL": empty}))
+    assert not check.ok and "no imgmod tables" in check.detail
+    assert "imgmod db upgrade" in check.fix
+
+
+def test_a_missing_sqlite_file_is_not_created_by_the_check(env: dict[str, str], tmp_path) -> None:
+    path = tmp_path / "absent.db"
+    check = check_database(load_settings({**env, "IMGMOD_DATABASE_URL": f"sqlite:///{path}"}))
+    assert not check.ok and "does not exist" in check.detail
+    assert not path.exists()
+
+
+def test_an_unreachable_postgres_fails_without_showing_its_password(env: dict[str, str]) -> None:
+    url = f"postgresql://imgmod:hunter2pass@127.0.0.1:{free_port()}/imgmod"
+    check = check_database(load_settings({**env, "IMGMOD_DATABASE_URL": url}))
+    assert not check.ok and "cannot connect" in check.detail
+    assert "hunter2pass" not in check.detail
+
+
+def test_unreachable_broker_and_limiter_fail_their_checks(env: dict[str, str]) -> None:
+    dead = f"redis://:hunter2pass@127.0.0.1:{free_port()}/0"
+    settings = load_settings({**env, "IMGMOD_BROKER_URL": dead})
+    broker, limiter = check_broker(settings), check_limiter(settings)
+    assert not broker.ok and "IMGMOD_BROKER_URL" in broker.fix
+    assert not limiter.ok and "IMGMOD_LIMITER_URL" in limiter.fix
+    assert "hunter2pass" not in broker.detail + limiter.detail
+
+
+def test_bad_settings_stop_the_checks_that_need_them(env: dict[str, str]) -> None:
+    checks = run_checks({**env, "IMGMOD_QPS": "fast"})
+    assert [(c.name, c.ok) for c in checks] == [("settings", False), ("credentials", True)]
+    assert "IMGMOD_QPS" in checks[0].detail
+
+
+def test_key_ids_are_masked() -> None:
+    assert mask_key_id("emulator-test-key") == "emul****key"
+    assert mask_key_id("LTAI5tABCDEFGH") == "LTAI****FGH"
+    assert mask_key_id("short") == "****"
+
+
+def test_render_marks_each_check_and_gives_the_fix_of_failures() -> None:
+    text = render([Check("a", True, "fine"), Check("b", False, "broken", "do this")])
+    assert text.splitlines() == ["✓ a: fine", "✗ b: broken", "    fix: do this"]
+    assert render([Check("b", False, "broken")], unicode=False) == "FAIL b: broken"
+
+
+def _doctor(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", "doctor"],
+        env={**os.environ, **env, "PYTHONIOENCODING": "utf-8"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_doctor_command_exits_0_when_all_pass_and_1_otherwise(env: dict[str, str]) -> None:
+    good = _doctor(env)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert len(good.stdout.splitlines()) == 6
+    assert all(line.startswith("✓ ") for line in good.stdout.splitlines())
+
+    bad = _doctor({**env, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": WRONG_SECRET})
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "✗ endpoint:" in bad.stdout and "    fix: " in bad.stdout
+    assert WRONG_SECRET not in bad.stdout + bad.stderr
+    assert TEST_ACCESS_KEY_SECRET not in good.stdout + good.stderr
