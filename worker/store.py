@@ -25,7 +25,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -528,14 +528,11 @@ def insert_items(engine: Engine, job_id: int, rows: Sequence[NewItem]) -> list[i
     now = _now()
     params = []
     for row in rows:
-        values = asdict(row)
-        if values["raw_input"] is not None:
-            values["raw_input"] = values["raw_input"][:RAW_INPUT_LIMIT]
-        values.update(job_id=job_id, attempts=0, created_at=now, updated_at=now)
-        if row.state == "rejected":
-            values["finished_at"] = now
-        else:
-            values["finished_at"] = None
+        # vars(), not asdict(): asdict deep-copies every field, a third of the producer's time
+        values = dict(vars(row), job_id=job_id, attempts=0, created_at=now, updated_at=now)
+        if row.raw_input is not None:
+            values["raw_input"] = row.raw_input[:RAW_INPUT_LIMIT]
+        values["finished_at"] = now if row.state == "rejected" else None
         params.append(values)
     with _write(engine) as conn:
         stmt = (
