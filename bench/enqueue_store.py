@@ -18,6 +18,7 @@ from itertools import islice
 from pathlib import Path
 
 from worker import store
+from worker.producer import to_new_item
 from worker.results import parse_response
 from worker.sources import Accepted, read_inputs
 
@@ -25,23 +26,6 @@ BODY = (
     '{"Code":200,"Msg":"OK","RequestId":"R","Data":{"RiskLevel":"none",'
     '"Result":[{"Label":"nonLabel","Description":"No risk detected"}]}}'
 )
-
-
-def to_item(record: Accepted) -> store.NewItem:
-    ref = record.ref
-    return store.NewItem(
-        kind=ref.kind,
-        ref_key=ref.key,
-        image_url=ref.image_url,
-        oss_bucket=ref.oss_bucket,
-        oss_object=ref.oss_object,
-        oss_region=ref.oss_region,
-        data_id=ref.data_id,
-        referer=ref.referer,
-        source=record.source,
-        line=record.line,
-        state="pending",
-    )
 
 
 def main() -> None:
@@ -74,7 +58,7 @@ def main() -> None:
         inserted: list[int] = []
         while chunk := list(islice(records, args.batch)):
             ids = store.insert_items(
-                engine, job.id, [to_item(r) for r in chunk if isinstance(r, Accepted)]
+                engine, job.id, [to_new_item(r) for r in chunk if isinstance(r, Accepted)]
             )
             store.mark_queued(engine, ids)
             inserted.extend(ids)
