@@ -496,7 +496,7 @@ def render_report(rep: Any) -> str:
             conf = "-" if max_conf is None else f"{max_conf:.2f}"
             lines.append(f"    {label:<40} {count:>6}  {conf:>6}")
     for sample in rep.rejected_samples:
-        lines.append(f"  rejected {sample.source}:{sample.line}: {sample.error}")
+        lines.append(f"  rejected in {sample.source}, {sample.error}")
     return "\n".join(lines)
 
 
