@@ -288,17 +288,31 @@ def _requeue_open(engine: Engine, job: store.Job, include_queued: bool) -> int:
 
 @contextmanager
 def _progress(label: str) -> Iterator[Any]:
-    """A live line on a terminal; plain lines every 10 s otherwise."""
+    """``update(text, completed=None, total=None)``: a live bar on a terminal (a spinner while
+    the total is unknown), plain lines every 10 s otherwise (logs, cron mail)."""
     if sys.stderr.isatty():
         from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        console = Console(stderr=True)
-        with console.status(label) as status:
-            yield lambda text: status.update(f"{label}: {text}")
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[text]}"),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        with progress:
+            task = progress.add_task(label, total=None, text="")
+
+            def live(text: str, completed: int | None = None, total: int | None = None) -> None:
+                progress.update(task, text=text, completed=completed, total=total)
+
+            yield live
         return
     last = [0.0]
 
-    def update(text: str) -> None:
+    def update(text: str, completed: int | None = None, total: int | None = None) -> None:
         now = time.monotonic()
         if now - last[0] >= 10:
             last[0] = now
@@ -365,7 +379,9 @@ def _wait(engine: Engine, job: store.Job, stall_seconds: float, timeout: float |
             update(
                 f"done {counts.get('done', 0)}, failed {counts.get('failed', 0)}, "
                 f"rejected {counts.get('rejected', 0)}, open {open_rows}, "
-                f"{rate:.1f}/s, ETA {eta}"
+                f"{rate:.1f}/s, ETA {eta}",
+                closed,
+                closed + open_rows,
             )
             if open_rows == 0:
                 break
