@@ -591,6 +591,10 @@ def _claimable(now: datetime) -> sa.ColumnElement[bool]:
     )
 
 
+# The columns a claim returns: built once, not per claim (this is the hot path).
+_CLAIMED_COLS = tuple(c for c in items.c if c.name in ClaimedItem.__dataclass_fields__)
+
+
 def claim_item(
     engine: Engine, item_id: int, owner: str, lease_seconds: float
 ) -> ClaimedItem | None:
@@ -601,7 +605,6 @@ def claim_item(
     An expired lease (a worker that died) may be taken over. ``attempts`` counts claims.
     """
     now = _now()
-    claimed_cols = [c for c in items.c if c.name in ClaimedItem.__dataclass_fields__]
     with _write(engine) as conn:
         row = conn.execute(
             sa.update(items)
@@ -613,7 +616,7 @@ def claim_item(
                 attempts=items.c.attempts + 1,
                 updated_at=now,
             )
-            .returning(*claimed_cols)
+            .returning(*_CLAIMED_COLS)
         ).one_or_none()
         if row is None:
             return None
