@@ -189,3 +189,17 @@ def start_worker(
 
         wait_until(ready, wait_ready, "the Celery worker to be ready")
     return proc
+
+
+def run_imgmod(
+    env: Mapping[str, str], *args: str, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """Run ``imgmod ARGS`` as a user would, with ``env`` added to ours; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -9,9 +9,6 @@ repository (binary, NUL, invalid UTF-8, 10 MB) are ``@@NAME@@`` markers expanded
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ from worker import store
 from worker.emulator import TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET
 from worker.emulator.testing import ImageServerHandle, running_emulator, running_image_server
 from worker.local import private_redis, start_worker
+from worker.local import run_imgmod as imgmod
 from worker.sources import Accepted, Rejected, read_inputs
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -105,19 +103,6 @@ def env(database_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
         }
         assert imgmod(values, "db", "upgrade").returncode == 0
         yield values
-
-
-def imgmod(
-    env: dict[str, str], *args: str, timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def _rows(url: str, sql: str) -> list[Any]:

@@ -26,6 +26,7 @@ from worker import store
 from worker.emulator import TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET
 from worker.emulator.testing import running_emulator, running_image_server
 from worker.local import PrivateRedis, WorkerProcess, private_redis, start_worker, wait_until
+from worker.local import run_imgmod as imgmod
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
@@ -67,19 +68,6 @@ def stack(cluster: PgCluster, broker: PrivateRedis, tmp_path: Path) -> Iterator[
         yield {"env": env, "images": images, "emulator": emu, "workers": workers}
         for worker in workers:
             worker.terminate(timeout=30)
-
-
-def imgmod(
-    env: dict[str, str], *args: str, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def counts_or_none(engine: sa.Engine, job: str) -> dict[str, int] | None:

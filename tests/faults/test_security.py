@@ -29,24 +29,12 @@ from worker.emulator.testing import (
     running_image_server,
 )
 from worker.local import private_redis, start_worker, wait_until
+from worker.local import run_imgmod as imgmod
 from worker.params import normalize_url
 
 pytestmark = pytest.mark.service
 
 KEY_ID = "myid"
-
-
-def imgmod(
-    env: dict[str, str], *args: str, timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
