@@ -105,8 +105,8 @@ def profile_producer(db: str, lines: int, tmp: Path) -> None:
     """The producer's time per line, by stage, in-process (cProfile wall time, inflated)."""
     from worker.app import make_app
     from worker.producer import enqueue_records
-    from worker.queue import publish_ids
     from worker.sources import read_inputs
+    from worker.window import Refiller
 
     source = tmp / "profile.txt"
     write_input(source, "http://127.0.0.1:9/x", lines)
@@ -118,7 +118,8 @@ def profile_producer(db: str, lines: int, tmp: Path) -> None:
         profile = cProfile.Profile()
         started = time.perf_counter()
         profile.enable()
-        enqueue_records(engine, job, read_inputs([str(source)]), lambda ids: publish_ids(app, ids))
+        window = Refiller(engine, app, lines)  # a window the size of the input: all published
+        enqueue_records(engine, job, read_inputs([str(source)]), window.top_up)
         profile.disable()
         wall = time.perf_counter() - started
         engine.dispose()
@@ -128,7 +129,7 @@ def profile_producer(db: str, lines: int, tmp: Path) -> None:
         "to_new_item": ("producer.py", "to_new_item"),
         "store.insert_items": ("store.py", "insert_items"),
         "publish_ids": ("queue.py", "publish_ids"),
-        "store.mark_queued": ("store.py", "mark_queued"),
+        "store.take_pending": ("store.py", "take_pending"),
         "store.add_counts": ("store.py", "add_counts"),
     }
     total = sum(v[2] for v in stats.values())

@@ -29,6 +29,10 @@ def make_app() -> Celery:
         "visibility_timeout": settings.visibility_timeout,
         "unacked_restore_interval": 5,
         "unacked_restore_throttle": 1,
+        # Without these a broker that accepts TCP but never answers hangs a publish forever.
+        # The consumer's BRPOP (1 s server-side) is read by the event loop, not bounded by them.
+        "socket_connect_timeout": settings.broker_timeout,
+        "socket_timeout": settings.broker_timeout,
     }
     if settings.broker_url.startswith("sqla+"):
         transport_options = {}
@@ -49,13 +53,16 @@ def make_app() -> Celery:
         broker_connection_retry=True,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
+        broker_connection_timeout=settings.broker_timeout,
         broker_transport_options=transport_options,
         broker_pool_limit=settings.worker_concurrency + 8,
         task_create_missing_queues=True,
     )
-    # Worker processes only (the signals never fire in the CLI): our log format, and metrics.
-    from worker import logs, metrics
+    # Worker processes only (the signals never fire in the CLI): our log format, metrics, and
+    # the thread that keeps the broker's publishing window topped up from SQL.
+    from worker import logs, metrics, window
 
+    window.connect_worker_signals(app, settings)
     logs.connect_worker_signals(settings.log_level, settings.log_format)
     metrics.connect_worker_signals(
         settings.metrics_host, settings.metrics_port, settings.database_url

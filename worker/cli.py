@@ -1,15 +1,19 @@
 """The ``imgmod`` command line.
 
 Exit codes: 0 every reference done; 3 some failed or rejected (or still open after --timeout);
-2 usage or configuration error.
+2 usage, configuration, input or connection error (one line saying what and where; nothing was
+written unless it says so); 1 an unexpected error. No command prints a traceback unless run
+with ``imgmod --debug``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -22,21 +26,120 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from worker import store
 from worker.settings import ConfigError, Settings, load_settings
 
-EXIT_OK, EXIT_USAGE, EXIT_INCOMPLETE = 0, 2, 3
+EXIT_OK, EXIT_CRASH, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 # The database is away (restarting, failing over, network): workers wait it out, so do we.
 DATABASE_DOWN = (OperationalError, InterfaceError)
 OPEN_STATES = ("pending", "queued", "running")
+_SETTINGS_KEY = "imgmod.settings"  # ctx.meta: the settings this command loaded, for errors
+_URL_PASSWORD = re.compile(r"(?<=://)([^:/@\s]*):([^@\s]*)@")
 
 
 class CliError(click.ClickException):
+    """A usage or configuration error: one line, exit 2."""
+
     exit_code = EXIT_USAGE
+
+
+class InputRefused(CliError):
+    """An input file cannot be read at all; refused before anything is written."""
+
+
+class DatabaseUnreachable(CliError):
+    """IMGMOD_DATABASE_URL could not be reached, or refused us."""
+
+
+class BrokerUnreachable(CliError):
+    """IMGMOD_BROKER_URL could not be reached, or refused us."""
+
+
+class UnexpectedError(click.ClickException):
+    """Anything else: still one line (the traceback is for ``--debug``), exit 1."""
+
+    exit_code = EXIT_CRASH
+
+
+def mask_url(url: str) -> str:
+    """``scheme://user:***@host/...``: a URL fit for a message (no password)."""
+    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:***@", url)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0].strip().rstrip(".") if text else type(exc).__name__
+
+
+_BROKER_DOWN_AFTER_WRITES = (
+    "Rows recorded before this stay pending: `imgmod resume JOB` queues them once the broker "
+    "is back"
+)
+
+
+def explain(
+    exc: Exception, settings: Settings | None, broker_tail: str = _BROKER_DOWN_AFTER_WRITES
+) -> click.ClickException:
+    """The one line (and exit code) the user sees for an exception that escaped a command.
+
+    Pure: the exception and the settings in force (None when they never loaded) decide it.
+    Passwords of the configured URLs never reach the message.
+    """
+    import kombu.exceptions
+    import redis.exceptions
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    from worker.sources import InputError
+
+    db_url = mask_url(settings.database_url) if settings else "IMGMOD_DATABASE_URL"
+    broker_url = mask_url(settings.broker_url) if settings else "IMGMOD_BROKER_URL"
+    reason = mask_url(_first_line(exc))
+    for url in (settings.database_url, settings.broker_url) if settings else ():
+        match = _URL_PASSWORD.search(url)
+        if match and match.group(2):
+            reason = reason.replace(match.group(2), "***")
+    if isinstance(exc, InputError):
+        return InputRefused(f"{exc}; nothing was enqueued")
+    if isinstance(exc, DATABASE_DOWN):
+        return DatabaseUnreachable(
+            f"cannot reach the database {db_url}: {reason}; check IMGMOD_DATABASE_URL (host, "
+            "port, user, password, database name) and that the server is running"
+        )
+    if isinstance(exc, (ArgumentError, NoSuchModuleError)):
+        return CliError(
+            f"IMGMOD_DATABASE_URL={db_url} is not a usable database URL ({reason}); "
+            "use sqlite:///path or postgresql://user@host/db"
+        )
+    if isinstance(exc, (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError)):
+        return BrokerUnreachable(
+            f"cannot reach the broker {broker_url}: {reason}; check IMGMOD_BROKER_URL (host, "
+            f"port, password) and that Redis is running. {broker_tail}"
+        )
+    return UnexpectedError(
+        f"unexpected {type(exc).__name__}: {reason} (run `imgmod --debug ...` for the traceback)"
+    )
+
+
+class _Imgmod(click.Group):
+    """The root group: turns whatever escapes a command into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                traceback.print_exception(exc)
+            raise explain(exc, ctx.meta.get(_SETTINGS_KEY)) from None
 
 
 def _settings() -> Settings:
     try:
-        return load_settings()
+        settings = load_settings()
     except ConfigError as exc:
         raise CliError(str(exc)) from None
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta[_SETTINGS_KEY] = settings
+    return settings
 
 
 def _engine(settings: Settings) -> Engine:
@@ -44,6 +147,31 @@ def _engine(settings: Settings) -> Engine:
         return store.ensure_schema(settings.database_url)
     except store.SchemaError as exc:
         raise CliError(str(exc)) from None
+
+
+def _check_inputs(inputs: Sequence[str]) -> None:
+    """Refuse the command, before anything is written, when an input can't be read at all."""
+    from worker.sources import InputError, check_input
+
+    for path in inputs:
+        try:
+            check_input(path)
+        except InputError as exc:
+            raise InputRefused(f"{exc}; nothing was enqueued") from None
+
+
+def _check_broker(app: Any, settings: Settings) -> None:
+    """Connect to the broker once (a Redis PING) before anything is written, so an unreachable
+    or password-protected broker is one line, not a half-enqueued job."""
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, interval_max=0)
+            conn.default_channel  # noqa: B018 - opening the channel is the PING
+    except Exception as exc:
+        error = explain(exc, settings, broker_tail="Nothing was written")
+        if not isinstance(error, BrokerUnreachable):
+            raise
+        raise error from exc
 
 
 def _job(engine: Engine, name: str) -> store.Job:
@@ -60,7 +188,7 @@ def _app() -> Any:
     return make_app()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Imgmod, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="imgmod")
 @click.option(
     "--log-format",
@@ -68,7 +196,12 @@ def _app() -> Any:
     default=None,
     help="Log lines as text or one JSON object each (default IMGMOD_LOG_FORMAT, text).",
 )
-def main(log_format: str | None) -> None:
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="Print the traceback of an error as well as its one-line explanation.",
+)
+def main(log_format: str | None, debug: bool) -> None:
     """Moderate image archives with Alibaba Cloud Image Moderation 2.0.
 
     Settings come from IMGMOD_* environment variables (see README); credentials from
@@ -117,7 +250,12 @@ _input_options = [
     click.argument("inputs", nargs=-1, required=True),
     click.option("--job", "job_name", required=True, help="Job name; reusing it adds to the job."),
     click.option("--service", default=None, help="baselineCheck_global or aigcDetector_global."),
-    click.option("--info-type", default=None, help="customImage,textInImage,publicFigure,logoData"),
+    click.option(
+        "--info-type",
+        default=None,
+        help="Ext data to ask for: comma list of customImage, textInImage, publicFigure, "
+        'logoData (default IMGMOD_INFO_TYPE, customImage,textInImage; "" for none).',
+    ),
     click.option("--referer", default=None, help="Referer sent for every image without its own."),
     click.option("--oss-region", default=None, help="Region for oss://bucket/key lines."),
 ]
@@ -161,13 +299,12 @@ def _enqueue(
     referer: str | None,
 ) -> None:
     from worker.producer import enqueue_records
-    from worker.queue import publish_ids
     from worker.sources import read_inputs
+    from worker.window import Refiller
 
-    for path in inputs:
-        if path != "-" and not os.path.exists(path):
-            raise CliError(f"input file not found: {path}")
-    app = _app()
+    # Whenever the window is not full: the producer's batches are small, and a full window
+    # lets the workers' own refills (at half) wait long.
+    refiller = Refiller(engine, _app(), settings.queue_window, low_water=1.0)
     records = read_inputs(
         list(inputs), oss_region=oss_region, referer=referer or job.referer, stdin=sys.stdin.buffer
     )
@@ -176,7 +313,7 @@ def _enqueue(
             engine,
             job,
             records,
-            lambda ids: publish_ids(app, ids),
+            refiller.top_up,
             on_batch=lambda s: update(
                 f"{s.lines} lines, {s.accepted} accepted, "
                 f"{s.duplicates} duplicate, {s.rejected} rejected"
@@ -188,6 +325,13 @@ def _enqueue(
     )
     for sample in summary.rejected_samples:
         click.echo(f"  rejected {sample}", err=True)
+    waiting = store.state_counts(engine, job.id)["pending"]
+    if waiting:
+        click.echo(
+            f"{waiting} references wait in the database for room in the broker "
+            f"(IMGMOD_QUEUE_WINDOW={settings.queue_window}): workers publish them as they go",
+            err=True,
+        )
 
 
 @main.command()
@@ -202,7 +346,9 @@ def enqueue(
 ) -> None:
     """Read INPUT files (.txt, .csv, .jsonl, or - for stdin) into a job and queue them."""
     settings = _settings()
+    _check_inputs(inputs)
     engine = _engine(settings)
+    _check_broker(_app(), settings)
     job = _open_job(engine, settings, job_name, service, info_type, referer)
     _enqueue(settings, engine, job, inputs, oss_region, referer)
 
@@ -228,7 +374,9 @@ def run(
 ) -> None:
     """Enqueue INPUT files, then wait for the job with live progress."""
     settings = _settings()
+    _check_inputs(inputs)
     engine = _engine(settings)
+    _check_broker(_app(), settings)
     job = _open_job(engine, settings, job_name, service, info_type, referer)
     _enqueue(settings, engine, job, inputs, oss_region, referer)
     sys.exit(_wait(engine, job, stall_seconds, timeout))
@@ -248,8 +396,11 @@ def wait(job_name: str, stall_seconds: float, timeout: float | None) -> None:
 @click.argument("job_name")
 def resume(job_name: str) -> None:
     """Re-enqueue JOB's pending, queued and expired-lease rows (after a broker loss)."""
-    engine = _engine(_settings())
-    n = _requeue_open(engine, _job(engine, job_name), include_queued=True)
+    settings = _settings()
+    engine = _engine(settings)
+    job = _job(engine, job_name)
+    _check_broker(_app(), settings)
+    n = _requeue_open(engine, job, include_queued=True)
     click.echo(f"re-enqueued {n} references")
 
 
@@ -260,10 +411,12 @@ def retry(job_name: str, code: str | None) -> None:
     """Re-run JOB's failed rows."""
     from worker.queue import publish_ids
 
-    engine = _engine(_settings())
+    settings = _settings()
+    engine = _engine(settings)
     job = _job(engine, job_name)
-    ids = store.reset_failed(engine, job.id, code)
     app = _app()
+    _check_broker(app, settings)
+    ids = store.reset_failed(engine, job.id, code)
     for start in range(0, len(ids), 2000):
         chunk = ids[start : start + 2000]
         publish_ids(app, chunk)
@@ -272,14 +425,13 @@ def retry(job_name: str, code: str | None) -> None:
 
 
 def _requeue_open(engine: Engine, job: store.Job, include_queued: bool) -> int:
-    from worker.queue import publish_ids
+    """Put the job's lost work (queued, expired leases) back to ``pending`` and fill the
+    publishing window; returns how many of its rows are back in line. Rows beyond the window
+    wait in SQL for the workers' refills, as after ``imgmod enqueue``."""
+    from worker.window import Refiller
 
-    app = _app()
-    total = 0
-    for ids in store.expired_or_stuck_ids(engine, job.id, include_queued=include_queued):
-        publish_ids(app, ids)
-        store.mark_queued(engine, ids)
-        total += len(ids)
+    total = store.reopen_open_items(engine, job.id, include_queued=include_queued)
+    Refiller(engine, _app(), _settings().queue_window, low_water=1.0).top_up()
     return total
 
 
@@ -334,8 +486,14 @@ def _wait(engine: Engine, job: store.Job, stall_seconds: float, timeout: float |
     Stalled means: no row closed and no attempt started for ``stall_seconds`` (raised to the
     longest legitimate pause, see :func:`_stall_floor`). Retries waiting out their backoff
     start attempts, so they never count as a stall; a broker that lost its messages does.
+    Meanwhile it tops up the publishing window too, like every worker does.
     """
-    floor = _stall_floor(_settings())
+    from worker.queue import BrokerUnavailable
+    from worker.window import Refiller, RefillLoop
+
+    settings = _settings()
+    refills = RefillLoop(Refiller(engine, _app(), settings.queue_window))
+    floor = _stall_floor(settings)
     if stall_seconds < floor:
         click.echo(
             f"stall detection waits {floor:.0f}s, not {stall_seconds:.0f}s: "
@@ -393,16 +551,21 @@ def _wait(engine: Engine, job: store.Job, stall_seconds: float, timeout: float |
                 if attempts != last_attempts:  # retries under way: slow, not stalled
                     last_attempts = attempts
                 else:
-                    n = _requeue_open(engine, job, include_queued=True)
-                    click.echo(
-                        f"no progress for {stall_seconds:.0f}s with {open_rows} open rows: "
-                        f"re-enqueued {n} (broker lost its messages?)",
-                        err=True,
-                    )
+                    try:
+                        n = _requeue_open(engine, job, include_queued=True)
+                    except BrokerUnavailable as exc:
+                        click.echo(f"no progress, and the broker is unavailable ({exc})", err=True)
+                    else:
+                        click.echo(
+                            f"no progress for {stall_seconds:.0f}s with {open_rows} open rows: "
+                            f"re-enqueued {n} (broker lost its messages?)",
+                            err=True,
+                        )
                 last_change = now
             if timeout is not None and now - started > timeout:
                 click.echo(f"timeout: {open_rows} references still open", err=True)
                 return EXIT_INCOMPLETE
+            refills.tick()
             time.sleep(0.5)
     store.finish_job_if_complete(engine, job.id)
     _print_counts(job.name, counts)
@@ -561,11 +724,26 @@ def worker(
     from worker.local import worker_command
 
     settings = _settings()
+    _preflight_worker(settings)
     argv = worker_command(
         concurrency or settings.worker_concurrency, loglevel or settings.log_level, hostname
     )
     argv += list(celery_args)
     os.execv(sys.executable, argv)  # noqa: S606 - replace this process with the worker
+
+
+def _preflight_worker(settings: Settings) -> None:
+    """What a worker needs before it takes a message: the database at the current schema, the
+    broker, and credentials. Checked once here, so a misconfigured worker says so in one line
+    instead of failing every message (``imgmod doctor`` also proves the credentials work)."""
+    from worker.settings import load_credentials
+
+    _engine(settings).dispose()
+    _check_broker(_app(), settings)
+    try:
+        load_credentials()
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
 
 
 @main.command()

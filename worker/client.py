@@ -3,27 +3,54 @@
 One :class:`ModerationClient` per process is enough: its ``requests.Session`` keeps a pool of
 keep-alive connections sized for the worker's thread count, and it is safe to share between
 threads (each call builds its own headers and nonce).
+
+Three guards keep a call to what it is meant to be, one signed request to one endpoint:
+
+* **No redirects.** A 3xx is an :class:`~worker.errors.EndpointRedirect`, never followed: the
+  signed body and the STS token would go to the host the ``Location`` names, and its answer
+  would be stored as the verdict.
+* **A wall-clock deadline per call** (``IMGMOD_CALL_DEADLINE``). The read timeout is per socket
+  read, so a server sending a byte every half second holds a call forever, past its row's lease,
+  and another worker bills again. :class:`_Watchdog` shuts the socket of a call still running at
+  its deadline.
+* **A cap on the answer's size**, read as a stream: a broken proxy cannot fill the memory.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, PoolManager
+from urllib3.connection import HTTPConnection, HTTPSConnection
 
-from worker.errors import ModerationError, Outcome, TransportError, classify, error_for
+from worker.errors import (
+    REDIRECT,
+    ModerationError,
+    Outcome,
+    TransportError,
+    classify,
+    error_for,
+)
 from worker.params import ImageRef, request_fields
 from worker.results import MalformedResponse, ModerationResponse, parse_response
-from worker.settings import Credentials, Settings
+from worker.settings import Credentials, Settings, header_unsafe, is_loopback_host
 from worker.signing import sign_moderation_request
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "imgmod/0.1 (+https://github.com/imgmod/imgmod)"
+# An ImageModeration answer is a few KB (labels, OCR text); 2 MiB is far beyond any real one.
+MAX_ANSWER_BYTES = 2 * 1024 * 1024
+DEFAULT_DEADLINE = 15.0
+_CHUNK_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -34,6 +61,159 @@ class CallResult:
     seconds: float
 
 
+# ---------------------------------------------------------------- the deadline of a call
+
+
+class _Call:
+    """One call in flight: when it must be over, and the connection it is using."""
+
+    __slots__ = ("connection", "deadline", "expired")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.connection: HTTPConnection | None = None
+        self.expired = False
+
+
+class _Watchdog:
+    """Shuts down the socket of every call still running at its deadline.
+
+    urllib3 knows per-read timeouts only; a thread blocked in a read can only be woken by its
+    socket. One daemon thread per process serves every call, waking every ``TICK`` while calls
+    are open and sleeping otherwise. A call owns its connection from the moment it sends on it
+    (``_owner``); a connection already handed back to the pool and taken by another call is
+    never touched, so the deadline of one call cannot break another.
+    """
+
+    TICK = 0.05
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._open: set[_Call] = set()
+        self._thread: threading.Thread | None = None
+        self._local = threading.local()
+
+    def begin(self, seconds: float) -> _Call:
+        call = _Call(time.monotonic() + seconds)
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():  # first call, or forked
+                self._thread = threading.Thread(
+                    target=self._run, name="imgmod-call-deadline", daemon=True
+                )
+                self._thread.start()
+            self._open.add(call)
+            self._cond.notify()
+        self._local.call = call
+        return call
+
+    def end(self, call: _Call) -> None:
+        self._local.call = None
+        with self._cond:
+            self._open.discard(call)
+
+    def claim(self, connection: HTTPConnection) -> None:
+        """The calling thread's call is about to use ``connection`` (connect or send)."""
+        call: _Call | None = getattr(self._local, "call", None)
+        if call is None:
+            return
+        with self._cond:
+            call.connection = connection
+            connection._imgmod_owner = call  # type: ignore[attr-defined]
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                if not self._open:
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                for call in [c for c in self._open if c.deadline <= now]:
+                    self._open.discard(call)
+                    call.expired = True
+                    _cut(call)
+                self._cond.wait(self.TICK)
+
+
+def _cut(call: _Call) -> None:
+    """Shut the call's socket down (both ways), so its blocked read returns at once.
+
+    Done on a duplicate of the descriptor: the socket object (maybe TLS) stays with its thread,
+    which sees end-of-file or a reset and reports a timeout.
+    """
+    connection = call.connection
+    if connection is None or getattr(connection, "_imgmod_owner", None) is not call:
+        return
+    sock = getattr(connection, "sock", None)
+    if sock is None:
+        return
+    try:
+        duplicate = socket.fromfd(sock.fileno(), sock.family, sock.type)
+    except (OSError, ValueError):
+        return  # already closed
+    try:
+        duplicate.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        duplicate.close()
+
+
+_WATCHDOG = _Watchdog()
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        _WATCHDOG.claim(self)
+        super().connect()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _WATCHDOG.claim(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        _WATCHDOG.claim(self)
+        super().connect()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _WATCHDOG.claim(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS: dict[str, type[HTTPConnectionPool]] = {
+    "http": _WatchedHTTPPool,
+    "https": _WatchedHTTPSPool,
+}
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """An HTTPAdapter whose connections (direct or through an HTTP proxy) the watchdog sees."""
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if isinstance(manager, PoolManager) and not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
+
+
+# ---------------------------------------------------------------- the client
+
+
 class ModerationClient:
     def __init__(
         self,
@@ -42,15 +222,35 @@ class ModerationClient:
         *,
         connect_timeout: float = 3.05,
         read_timeout: float = 10.0,
+        deadline: float = DEFAULT_DEADLINE,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
         pool_size: int = 256,
+        allow_http: bool = False,
     ) -> None:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"endpoint {endpoint!r} must be an http(s) URL with a host")
+        if parts.scheme == "http" and not allow_http and not is_loopback_host(parts.hostname or ""):
+            raise ValueError(
+                f"endpoint {endpoint!r} is plain http:// off loopback; use https:// (or "
+                "IMGMOD_ALLOW_HTTP=1)"
+            )
+        for name, value in (
+            ("access key id", credentials.access_key_id),
+            ("access key secret", credentials.access_key_secret),
+            ("security token", credentials.security_token or ""),
+        ):
+            problem = header_unsafe(value)
+            if problem:
+                raise ValueError(f"the {name} contains {problem}; it cannot be sent")
+        if not deadline > 0:
+            raise ValueError(f"deadline={deadline!r} must be positive")
         self.endpoint = f"{parts.scheme}://{parts.netloc}/"
         self._host = parts.netloc
         self._credentials = credentials
         self._timeout = (connect_timeout, read_timeout)
+        self._deadline = deadline
+        self._max_answer_bytes = max_answer_bytes
         self._session = requests.Session()
         # requests reads the environment (proxy variables, CA bundle, ~/.netrc) on every call
         # when trust_env is on: a quarter of a call's CPU here. Read it once, here, instead.
@@ -60,7 +260,7 @@ class ModerationClient:
             environment["verify"] if environment["verify"] is not None else True
         )
         self._session.trust_env = False
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
+        adapter = _WatchedAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 
@@ -71,7 +271,9 @@ class ModerationClient:
             credentials,
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
+            deadline=settings.call_deadline,
             pool_size=settings.pool_size,
+            allow_http=settings.allow_http,
         )
 
     def __repr__(self) -> str:
@@ -84,10 +286,12 @@ class ModerationClient:
         self._session.close()
 
     def send(self, fields: dict[str, str]) -> CallResult:
-        """POST one signed request; transport faults and unparsable bodies raise TransportError.
+        """POST one signed request; transport faults and unparsable bodies raise TransportError,
+        a redirect raises EndpointRedirect.
 
         The answer is returned whatever its Code: deciding what a code means is the caller's
-        business (see :func:`moderate`).
+        business (see :func:`moderate`). The whole call, answer included, ends within the
+        deadline: past it the socket is shut and the call is a ``timeout``.
         """
         creds = self._credentials
         signed = sign_moderation_request(
@@ -99,37 +303,107 @@ class ModerationClient:
             user_agent=USER_AGENT,
         )
         started = time.monotonic()
+        call = _WATCHDOG.begin(self._deadline)
+        try:
+            status, body = self._exchange(signed.body, signed.headers, call)
+        finally:
+            _WATCHDOG.end(call)
+        seconds = time.monotonic() - started
+        try:
+            response = parse_response(body, http_status=status)
+        except MalformedResponse as exc:
+            if call.expired:  # the watchdog cut a close-delimited body short
+                raise self._deadline_passed() from None
+            if status >= 500:  # a gateway's HTML or empty 5xx page
+                raise error_for(
+                    f"HTTP {status}", f"gateway error page: {_short(exc)}", None, status
+                ) from None
+            raise TransportError(
+                "malformed", f"HTTP {status}, unparsable body: {_short(exc)}"
+            ) from None
+        return CallResult(response=response, seconds=seconds)
+
+    def _exchange(self, body: bytes, headers: dict[str, str], call: _Call) -> tuple[int, bytes]:
+        """The HTTP status and the whole body of one POST, read within the call's deadline."""
         try:
             http = self._session.post(
                 self.endpoint,
-                data=signed.body,
-                headers=signed.headers,
+                data=body,
+                headers=headers,
                 timeout=self._timeout,
                 proxies=self._proxies,
                 verify=self._verify,
+                allow_redirects=False,
+                stream=True,
             )
-            body = http.content
-        except requests.Timeout as exc:
-            raise TransportError(
-                "timeout", f"no answer within {self._timeout}s: {type(exc).__name__}"
-            ) from None
-        except requests.RequestException as exc:
-            raise TransportError("connection", f"{type(exc).__name__}: {_short(exc)}") from None
-        seconds = time.monotonic() - started
-        try:
-            response = parse_response(body, http_status=http.status_code)
-        except MalformedResponse as exc:
-            if http.status_code >= 500:  # a gateway's HTML or empty 5xx page
-                raise error_for(
-                    f"HTTP {http.status_code}",
-                    f"gateway error page: {_short(exc)}",
-                    None,
-                    http.status_code,
+            try:
+                if http.is_redirect or 300 <= http.status_code < 400:
+                    raise self._redirected(http)
+                return http.status_code, self._read_answer(http)
+            finally:
+                http.close()
+        except ModerationError:
+            raise
+        except (requests.RequestException, OSError) as exc:
+            if call.expired:
+                raise self._deadline_passed() from None
+            if isinstance(exc, requests.Timeout):
+                raise TransportError(
+                    "timeout", f"no answer within {self._timeout}s: {type(exc).__name__}"
                 ) from None
             raise TransportError(
-                "malformed", f"HTTP {http.status_code}, unparsable body: {_short(exc)}"
+                "connection", f"{type(exc).__name__}: {self._scrub(_short(exc))}"
             ) from None
-        return CallResult(response=response, seconds=seconds)
+
+    def _read_answer(self, http: requests.Response) -> bytes:
+        """The body, streamed, refused past ``max_answer_bytes`` (declared or received)."""
+        limit = self._max_answer_bytes
+        declared = http.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise TransportError(
+                "malformed",
+                f"HTTP {http.status_code}: an answer of {declared} bytes, over the {limit} "
+                "bytes an ImageModeration answer can need",
+            )
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in http.iter_content(_CHUNK_BYTES):
+            size += len(chunk)
+            if size > limit:
+                raise TransportError(
+                    "malformed",
+                    f"HTTP {http.status_code}: the answer passed {limit} bytes, more than an "
+                    "ImageModeration answer can need; stopped reading",
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _redirected(self, http: requests.Response) -> ModerationError:
+        target = urlsplit(http.headers.get("Location", ""))
+        where = f"{target.scheme}://{target.hostname}" if target.hostname else "elsewhere"
+        where = where.encode("ascii", "backslashreplace").decode("ascii")[:200]
+        return error_for(
+            REDIRECT,
+            f"HTTP {http.status_code} to {where}; not followed, nothing was sent there",
+            http.headers.get("x-acs-request-id"),
+            http.status_code,
+        )
+
+    def _deadline_passed(self) -> TransportError:
+        return TransportError(
+            "timeout",
+            f"no complete answer within the call deadline of {self._deadline:g}s "
+            "(IMGMOD_CALL_DEADLINE); the connection was closed",
+        )
+
+    def _scrub(self, text: str) -> str:
+        """Defence in depth: no credential, as given or as a library quotes it, in an error."""
+        creds = self._credentials
+        for secret in (creds.access_key_secret, creds.security_token):
+            if secret:
+                for form in (secret, repr(secret)[1:-1]):
+                    text = text.replace(form, "***")
+        return text
 
     def moderate(self, service: str, ref: ImageRef, info_type: str = "") -> ModerationResponse:
         """Moderate one image; a Code 200 answer is returned, anything else raised as its error."""
@@ -145,4 +419,4 @@ def _short(exc: object, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-__all__ = ["CallResult", "ModerationClient", "ModerationError"]
+__all__ = ["MAX_ANSWER_BYTES", "CallResult", "ModerationClient", "ModerationError"]

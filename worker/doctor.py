@@ -1,10 +1,15 @@
-"""``imgmod doctor``: is this machine ready to run a job? One check per dependency, nothing billed.
+"""``imgmod doctor``: is this machine ready to run a job? One check per dependency.
 
-Each check is a function returning a :class:`Check` (name, ok, detail, fix) and never raising, so
-one broken piece does not hide the state of the others. The endpoint check proves the
-credentials without paying: it sends an ImageModeration request with no image at all, which the
-service answers with body Code 400 ("parameter empty") *after* the gateway has verified the
-signature and the AccessKey; only Code 200 answers are billed, and no image means no Code 200.
+Each check is a function returning a :class:`Check` (name, ok, detail, fix, warnings) and never
+raising, so one broken piece does not hide the state of the others. A warning does not fail a
+check: it names a setting that works but is probably not what was meant.
+
+The endpoint check proves the credentials with a request built to be free: an ImageModeration
+request with no image at all, which the service answers with body Code 400 ("parameter empty")
+*after* the gateway has verified the signature and the AccessKey. What doctor can say is that
+code, not the bill: the vendor's page bills "requests that return an HTTP status code of 200",
+and this Code-400 body arrives with HTTP 200; its code table is read as "only Code 200 is
+billed". So the probe stays invalid (never an image), and the output says what is known.
 A gateway error (``SignatureDoesNotMatch``, ``InvalidAccessKeyId.NotFound``...) fails the check.
 
 The AccessKey secret is never printed; the key id is shown masked (``emul****key``).
@@ -13,25 +18,43 @@ The AccessKey secret is never printed; the key id is shown masked (``emul****key
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from worker.limits import QPS_MARGIN
-from worker.settings import ConfigError, Credentials, Settings, load_credentials, load_settings
+from worker.settings import (
+    ConfigError,
+    Credentials,
+    Settings,
+    is_loopback_host,
+    load_credentials,
+    load_settings,
+)
 
 PROBE_DATA_ID = "imgmod-doctor"
 PROBE_TIMEOUT = 5.0
+# The vendor's region table names services for these regions only (London, Silicon Valley and
+# Frankfurt rows list none; they "reuse the console configurations" of Singapore or Virginia).
+DOCUMENTED_SERVICES: dict[str, tuple[str, ...]] = {
+    "ap-southeast-1": ("baselineCheck_global", "aigcDetector_global"),  # Singapore
+    "us-east-1": ("baselineCheck_global", "aigcDetector_global"),  # Virginia
+}
+_VENDOR_HOST = re.compile(r"green-cip(?:-vpc)?\.([a-z0-9-]+)\.aliyuncs\.com")
 
 
 @dataclass(frozen=True)
 class Check:
-    """The outcome of one check; ``fix`` says what to do when ``ok`` is False."""
+    """The outcome of one check; ``fix`` says what to do when ``ok`` is False; ``warnings``
+    name what works but is probably not meant (they do not fail the check)."""
 
     name: str
     ok: bool
     detail: str
     fix: str = ""
+    warnings: tuple[str, ...] = ()
 
 
 def mask_key_id(key_id: str) -> str:
@@ -65,7 +88,42 @@ def check_settings(env: Mapping[str, str] | None = None) -> tuple[Check, Setting
         f"endpoint {settings.endpoint}, service {settings.service}, QPS {settings.qps:g}, "
         f"{settings.worker_concurrency} threads per worker"
     )
-    return Check("settings", True, detail), settings
+    return Check("settings", True, detail, warnings=settings_warnings(settings)), settings
+
+
+def endpoint_region(settings: Settings) -> str | None:
+    """The vendor region the endpoint belongs to; None for another host (the emulator, a
+    gateway of one's own), where the vendor's table says nothing."""
+    match = _VENDOR_HOST.fullmatch(urlsplit(settings.endpoint).hostname or "")
+    return match.group(1) if match else None
+
+
+def settings_warnings(settings: Settings) -> tuple[str, ...]:
+    """What loads fine but is probably not meant: pure, from the settings alone."""
+    warnings = []
+    region = endpoint_region(settings)
+    if region is not None and settings.service not in DOCUMENTED_SERVICES.get(region, ()):
+        listed = ", ".join(r for r, s in DOCUMENTED_SERVICES.items() if settings.service in s)
+        warnings.append(
+            f"the vendor's region table lists no {settings.service} for {region}; it lists it "
+            f"for {listed} only: if calls fail (InvalidAction, 408), set IMGMOD_REGION to one "
+            "of those"
+        )
+    parts = urlsplit(settings.endpoint)
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname or ""):
+        warnings.append(
+            "the endpoint is plain http:// off this machine (IMGMOD_ALLOW_HTTP=1): the signed "
+            "request and any STS token cross the network in clear text; use https:// unless "
+            "this is a private test network"
+        )
+    if settings.call_deadline > settings.lease_seconds / 2:
+        warnings.append(
+            f"IMGMOD_CALL_DEADLINE ({settings.call_deadline:g} s) is not well under "
+            f"IMGMOD_LEASE_SECONDS ({settings.lease_seconds:g} s): a call running to its deadline "
+            "can outlive its row's lease, and another worker then bills the image again; keep "
+            "the deadline at most half the lease"
+        )
+    return tuple(warnings)
 
 
 def check_credentials(env: Mapping[str, str] | None = None) -> tuple[Check, Credentials | None]:
@@ -189,7 +247,10 @@ def check_limiter(settings: Settings) -> Check:
 
 
 def probe_fields(service: str) -> dict[str, str]:
-    """An ImageModeration request without any image: answered Code 400, never billed."""
+    """An ImageModeration request without any image, which the service answers with Code 400.
+
+    It must stay invalid: the vendor bills Code-200 answers, and without an image there is
+    nothing a Code 200 could be about."""
     return {"Service": service, "ServiceParameters": json.dumps({"dataId": PROBE_DATA_ID})}
 
 
@@ -206,7 +267,8 @@ def _take_permit(settings: Settings) -> None:
 
 
 def check_endpoint(settings: Settings, creds: Credentials) -> Check:
-    """The endpoint answers and its gateway accepts our signature, without a billed call."""
+    """The endpoint answers and its gateway accepts our signature, with a request no service
+    can answer with Code 200 (see the module docstring)."""
     from worker.client import ModerationClient
     from worker.errors import (
         AuthError,
@@ -219,17 +281,26 @@ def check_endpoint(settings: Settings, creds: Credentials) -> Check:
     )
 
     name = "endpoint"
-    client = ModerationClient(
-        settings.endpoint,
-        creds,
-        connect_timeout=min(settings.connect_timeout, PROBE_TIMEOUT),
-        read_timeout=min(settings.read_timeout, 2 * PROBE_TIMEOUT),
-        pool_size=1,
-    )
+    try:
+        client = ModerationClient(
+            settings.endpoint,
+            creds,
+            connect_timeout=min(settings.connect_timeout, PROBE_TIMEOUT),
+            read_timeout=min(settings.read_timeout, 2 * PROBE_TIMEOUT),
+            deadline=min(settings.call_deadline, 3 * PROBE_TIMEOUT),
+            pool_size=1,
+            allow_http=settings.allow_http,
+        )
+    except ValueError as exc:  # refused before sending: nothing went out
+        return Check(name, False, f"not probed: {exc}", "correct the setting named above")
     _take_permit(settings)
     try:
         answer = client.send(probe_fields(settings.service)).response
-    except TransportError as exc:
+    except ModerationError as exc:
+        if not isinstance(exc, TransportError):
+            return Check(
+                name, False, f"{settings.endpoint}: {exc.summary}: {exc.message}", exc.what_to_do()
+            )
         return Check(
             name,
             False,
@@ -252,8 +323,8 @@ def check_endpoint(settings: Settings, creds: Credentials) -> Check:
         return Check(
             name,
             True,
-            f"{settings.endpoint} accepted the signature (probe answered Code {said}, as "
-            f"expected; not billed{rid})",
+            f"{settings.endpoint} accepted the signature (the imageless probe answers Code "
+            f"{said}, as expected; the vendor bills Code-200 answers{rid})",
         )
     if isinstance(err, Throttled):
         return Check(
@@ -291,13 +362,14 @@ def run_checks(env: Mapping[str, str] | None = None) -> list[Check]:
 
 
 def render(checks: list[Check], unicode: bool = True) -> str:
-    """One line per check (✓/✗, name, detail), and the fix under each failure."""
+    """One line per check (✓/✗, name, detail), the fix under each failure, then its warnings."""
     good, bad = ("✓", "✗") if unicode else ("ok  ", "FAIL")
     lines = []
     for check in checks:
         lines.append(f"{good if check.ok else bad} {check.name}: {check.detail}")
         if not check.ok and check.fix:
             lines.append(f"    fix: {check.fix}")
+        lines += [f"    warning: {warning}" for warning in check.warnings]
     return "\n".join(lines)
 
 

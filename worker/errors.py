@@ -32,8 +32,9 @@ CODE_MEANINGS: dict[int, str] = {
     "referer 256.",
     403: "The request exceeds the QPS limit: it is retried later; lower IMGMOD_QPS or the "
     "concurrency if this keeps happening.",
-    404: "The image could not be downloaded: check that the URL is publicly reachable, or pass "
-    "the image through OSS authorization.",
+    404: "The image could not be downloaded: it is retried once (archive CDNs answer 404 for a "
+    "moment now and then; IMGMOD_RETRY_PER_CODE=404=N sets the attempts); if it persists, check "
+    "that the URL is publicly reachable, or pass the image through OSS authorization.",
     405: "The image download timed out (the service waits 3 seconds): it is retried; if it keeps "
     "timing out, serve the image faster or pass it through OSS authorization.",
     406: "The image is too large: at most 20 MB, 16,384 px per side and 167 million pixels; "
@@ -45,11 +46,10 @@ CODE_MEANINGS: dict[int, str] = {
     500: "A system exception occurred in the service: it is retried later.",
 }
 
-_RETRY_CODES = frozenset({403, 405, 500})
-_FAIL_CODES = frozenset({400, 401, 402, 404, 406, 407, 408})
-
 # Codes our own client reports when no answer could be read (see TransportError).
 TRANSPORT_CODES = frozenset({"timeout", "connection", "malformed"})
+# The code our client reports for a 3xx answer, which it never follows (see EndpointRedirect).
+REDIRECT = "redirect"
 # The code a locally rejected request carries (a BadRequest raised before any call).
 LOCAL_INVALID = "invalid_parameter"
 
@@ -185,6 +185,11 @@ class BadRequest(ModerationError):
 
 
 class DownloadFailed(ModerationError):
+    """Code 404. The vendor's table says "check the image URL or retry": archive CDNs answer 404
+    for a moment (a cold cache, an object still replicating), so it gets a small allowance of
+    retries (``worker.retry.DEFAULT_ATTEMPTS``), not the full count of a 500."""
+
+    retryable = True
     summary = "the service could not download the image"
     advice = CODE_MEANINGS[404]
 
@@ -218,6 +223,17 @@ class AuthError(ModerationError):
                 "machine's clock (NTP), then run again."
             )
         return self.advice
+
+
+class EndpointRedirect(ModerationError):
+    """The endpoint answered 3xx. Never followed: the signed body and the STS token would go to
+    whatever host the Location names, and that host's answer would be stored as the verdict."""
+
+    summary = "the endpoint answered with a redirect, which imgmod never follows"
+    advice = (
+        "Point IMGMOD_ENDPOINT (or IMGMOD_REGION) at the API itself, with https://; a proxy or "
+        "load balancer that redirects must be bypassed. The item is not retried."
+    )
 
 
 class UnknownError(ModerationError):
@@ -264,6 +280,8 @@ def _error_class(code: int | str | None, http_status: int | None) -> type[Modera
     assert isinstance(code, str)
     if code in TRANSPORT_CODES:
         return TransportError
+    if code == REDIRECT:
+        return EndpointRedirect
     head = _head(code)
     if head.startswith(_THROTTLING):
         return Throttled

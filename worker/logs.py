@@ -8,6 +8,11 @@ JSON lines carry ``ts``, ``level``, ``logger``, ``message`` and, when the record
 task passes them with ``extra=``), the structured fields of :data:`STRUCTURED_FIELDS`, so a log
 pipeline can count outcomes by code or find every line of one item without parsing the message.
 
+Text lines are one line per record whatever the record holds: :class:`TextFormatter` escapes
+control characters (``\\r``, ``\\n``, ANSI escape sequences, Unicode line separators and bidi
+overrides) in the message, so input text that reaches a log line (a CSV header cell, a URL)
+cannot forge another line, rewrite the terminal or hide itself. JSON lines are escaped by JSON.
+
 :class:`RedactSecrets` is defence in depth: nothing in imgmod logs the AccessKey secret, but a
 record that does (a third-party library echoing a header, an exception quoting a URL) has it
 replaced by ``***`` before any handler writes it.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -30,6 +36,29 @@ MASK = "***"
 MIN_SECRET_LENGTH = 6
 
 _HANDLER_MARK = "_imgmod_handler"
+# C0 controls (tab excepted), DEL, C1 controls, line/paragraph separators and the bidi controls
+# that reorder what a terminal shows.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# The same, with the line feed allowed: a traceback is several lines by design.
+_CONTROL_BUT_NEWLINE = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+_NAMED = {"\n": "\\n", "\r": "\\r"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED.get(char) or (
+        f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+    )
+
+
+def escape_controls(text: str, keep_newlines: bool = False) -> str:
+    """``text`` with control characters written as escapes (``\\r``, ``\\x1b``, ``\\u2028``)."""
+    pattern = _CONTROL_BUT_NEWLINE if keep_newlines else _CONTROL
+    return pattern.sub(_escape, text)
+
+
 # Libraries whose INFO lines are noise for an operator (alembic announces every plugin it loads
 # on every command); they log at WARNING unless the level is DEBUG.
 NOISY_LOGGERS = ("alembic",)
@@ -58,6 +87,29 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """:data:`TEXT_FORMAT`, one line per record: control characters in the line are escaped; a
+    traceback or stack keeps its line breaks and nothing else."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        # logging.Formatter.format, escaping each part: the traceback text is cached on the
+        # record by whichever handler formats first, so it is escaped here, not when made.
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        text = escape_controls(self.formatMessage(record))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            text += "\n" + escape_controls(record.exc_text, keep_newlines=True)
+        if record.stack_info:
+            text += "\n" + escape_controls(self.formatStack(record.stack_info), keep_newlines=True)
+        return text
 
 
 class RedactSecrets(logging.Filter):
@@ -128,7 +180,7 @@ def make_formatter(fmt: str) -> logging.Formatter:
     if fmt == "json":
         return JsonFormatter()
     if fmt == "text":
-        return logging.Formatter(TEXT_FORMAT)
+        return TextFormatter()
     raise ValueError(f"log format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 

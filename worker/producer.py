@@ -1,13 +1,14 @@
-"""Producers: validated references -> SQL rows (in batches) -> one broker message per new row.
+"""Producers: validated references -> SQL rows (in batches) -> the publishing window.
 
-Rows are inserted before their messages are published and marked ``queued`` after, so a crash
-in between leaves ``pending`` rows that ``imgmod resume`` picks up; a message is never published
-for a row that does not exist.
+Rows are inserted ``pending``; after each batch the producer tops up the broker's window
+(:mod:`worker.window`), which turns the oldest ``pending`` rows ``queued`` and publishes them.
+A message is never published for a row that does not exist, and the broker holds at most the
+window however large the input: the rest of a job waits in SQL until workers drain the queue.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -34,7 +35,7 @@ def to_new_item(record: Accepted | Rejected) -> store.NewItem:
     if isinstance(record, Rejected):
         return store.NewItem(
             kind="invalid",
-            ref_key=f"rejected:{record.source}:{record.line}",
+            ref_key=store.rejected_ref_key(record.source, record.line, record.identity),
             image_url=None,
             oss_bucket=None,
             oss_object=None,
@@ -69,33 +70,30 @@ def batched(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-Publisher = Callable[[Sequence[int]], None]
+TopUp = Callable[[], int]  # publish what fits in the window; returns how many were published
 
 
 def enqueue_records(
     engine: Engine,
     job: store.Job,
     records: Iterable[Accepted | Rejected],
-    publish: Publisher,
+    top_up: TopUp,
     *,
     batch_size: int = BATCH_SIZE,
     on_batch: Callable[[EnqueueSummary], None] | None = None,
 ) -> EnqueueSummary:
-    """Insert, publish and count; memory stays bounded by ``batch_size`` whatever the input."""
+    """Insert and count, topping the window up after each batch (so workers start while the
+    input is still read); memory stays bounded by ``batch_size`` whatever the input."""
     summary = EnqueueSummary()
     for chunk in batched(records, batch_size):
         good = [r for r in chunk if isinstance(r, Accepted)]
         bad = [r for r in chunk if isinstance(r, Rejected)]
         good_ids = store.insert_items(engine, job.id, [to_new_item(r) for r in good])
         new_rejected = len(store.insert_items(engine, job.id, [to_new_item(r) for r in bad]))
-        if good_ids:
-            publish(good_ids)
-            store.mark_queued(engine, good_ids)
         summary.lines += len(chunk)
         summary.accepted += len(good_ids)
         summary.duplicates += len(good) - len(good_ids)
         summary.rejected += len(bad)
-        summary.published += len(good_ids)
         for r in bad[: max(0, 5 - len(summary.rejected_samples))]:
             summary.rejected_samples.append(str(r))
         store.add_counts(
@@ -106,6 +104,7 @@ def enqueue_records(
             duplicates=len(good) - len(good_ids),
             rejected=new_rejected,
         )
+        summary.published += top_up()  # after the counts: a broker error loses none
         if on_batch is not None:
             on_batch(summary)
     return summary

@@ -6,6 +6,12 @@ one template and pushed with a single ``LPUSH queue m1 m2 ...`` per chunk: ~10 Â
 message is still a complete Celery protocol-2 message in kombu's Redis envelope, byte for byte
 the shape ``send_task`` produces (``tests/integration/test_queue.py`` pins that, and that a
 worker runs every id of a batch exactly once). Other transports publish one by one.
+
+How many messages to publish, and when, is :mod:`worker.window`'s business; this module also
+gives it the two broker facts it needs on Redis (:func:`broker_backlog`, :func:`refill_lock`).
+Every broker call here is bounded: the transport's socket timeouts (``IMGMOD_BROKER_TIMEOUT``,
+set in :mod:`worker.app`) and a few quick retries, after which :class:`BrokerUnavailable` says
+so instead of hanging.
 """
 
 from __future__ import annotations
@@ -15,14 +21,21 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any
 
+import kombu.exceptions
+import redis.exceptions
 from celery import Celery
 
 TASK_NAME = "imgmod.moderate"
 PUBLISH_BATCH = 1000
-PUBLISH_ATTEMPTS = 4
+# A failed LPUSH is retried twice after a reconnect of at most two quick tries: with the
+# transport's timeouts (T = IMGMOD_BROKER_TIMEOUT) a dead broker is reported within ~10 T.
+PUBLISH_ATTEMPTS = 3
+RECONNECT = {"max_retries": 2, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 1.0}
+REFILL_LOCK = "imgmod:window-refill"  # one refiller at a time per broker database
 # The body's third element (protocol 2 "embed"): no callbacks, errbacks, chain or chord.
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 _TASK_ID, _ARGSREPR, _BODY, _TAG = "@@task-id@@", "@@argsrepr@@", "@@body@@", "@@tag@@"
@@ -40,15 +53,118 @@ def publish_ids(app: Celery, ids: Sequence[int], batch_size: int = PUBLISH_BATCH
     """
     if not ids:
         return
-    with app.producer_or_acquire() as producer:
+    with _reported(app), app.producer_or_acquire() as producer:
         if producer.connection.transport.driver_type != "redis":
             for item_id in ids:
-                app.send_task(TASK_NAME, args=(item_id,), producer=producer, retry=True)
+                app.send_task(
+                    TASK_NAME,
+                    args=(item_id,),
+                    producer=producer,
+                    retry=True,
+                    retry_policy=RECONNECT,
+                )
             return
         build = message_builder(app, queue=app.conf.task_default_queue)
         for start in range(0, len(ids), batch_size):
             chunk = ids[start : start + batch_size]
             _push(producer, app.conf.task_default_queue, [build(i) for i in chunk])
+
+
+class BrokerUnavailable(kombu.exceptions.OperationalError):
+    """The broker refused the connection or did not answer within ``IMGMOD_BROKER_TIMEOUT``.
+
+    A kombu ``OperationalError``, so whatever reports broker outages reports this one; the
+    message is the reason only (the caller names the broker: ``url``, password masked).
+    """
+
+    def __init__(self, reason: str, url: str) -> None:
+        super().__init__(reason)
+        self.url = url
+
+
+class BrokerFull(BrokerUnavailable):
+    """Redis refused new messages: it is at its ``maxmemory`` (with ``noeviction``, as it must
+    be: evicting would drop queued messages). The rows stay ``pending`` for a later refill."""
+
+
+# What a dead, unreachable or silent broker raises, through kombu or straight from redis-py.
+_BROKER_DOWN = (
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+)
+
+
+@contextmanager
+def _reported(app: Celery) -> Iterator[None]:
+    """Broker failures inside, whatever their library, leave as :class:`BrokerUnavailable`."""
+    try:
+        yield
+    except BrokerUnavailable:
+        raise
+    except redis.exceptions.OutOfMemoryError as exc:
+        raise BrokerFull(
+            f"Redis is at its maxmemory and refuses new messages ({exc}); raise its maxmemory "
+            "or lower IMGMOD_QUEUE_WINDOW",
+            app.connection_for_write().as_uri(),
+        ) from exc
+    except _BROKER_DOWN as exc:
+        timeout = (app.conf.broker_transport_options or {}).get("socket_timeout")
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if timeout and _timed_out(exc):
+            reason += f" (no answer within IMGMOD_BROKER_TIMEOUT={timeout:g}s)"
+        url = app.connection_for_write().as_uri()  # password masked
+        raise BrokerUnavailable(reason, url) from exc
+
+
+def _timed_out(exc: BaseException | None) -> bool:
+    """Whether a socket timeout is behind ``exc`` (kombu wraps redis-py's errors)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, (redis.exceptions.TimeoutError, TimeoutError)):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def broker_backlog(app: Celery) -> int | None:
+    """Messages the Redis broker holds for imgmod: waiting in the queue plus delivered but not
+    yet acknowledged (kombu's ``unacked`` hash). None on other transports, which can't say
+    cheaply."""
+    with _reported(app), app.producer_or_acquire() as producer:
+        if producer.connection.transport.driver_type != "redis":
+            return None
+        channel = producer.channel
+        with channel.conn_or_acquire() as client:
+            pipe = client.pipeline(transaction=False)
+            pipe.llen(app.conf.task_default_queue)
+            pipe.hlen(channel.unacked_key)
+            waiting, unacked = pipe.execute()
+    return int(waiting) + int(unacked)
+
+
+@contextmanager
+def refill_lock(app: Celery, seconds: float) -> Iterator[bool]:
+    """Hold the broker's refill lock (Redis ``SET NX PX``) if free: yields whether it is ours.
+
+    Refillers take turns so the window holds however many processes refill; the lock expires
+    after ``seconds`` so a refiller that died holding it stops nobody for long.
+    """
+    with (
+        _reported(app),
+        app.producer_or_acquire() as producer,
+        producer.channel.conn_or_acquire() as client,
+    ):
+        lock = client.lock(REFILL_LOCK, timeout=seconds, blocking=False)
+        held = bool(lock.acquire())
+        try:
+            yield held
+        finally:
+            if held:
+                # LockError: it expired meanwhile, and is someone else's now or no one's.
+                with suppress(redis.exceptions.LockError):
+                    lock.release()
 
 
 def message_builder(app: Celery, queue: str) -> Callable[[int], str]:
@@ -147,5 +263,5 @@ def _push(producer: Any, queue: str, messages: list[str]) -> None:
                 delay,
             )
             time.sleep(delay)
-            connection.ensure_connection(max_retries=3)
+            connection.ensure_connection(**RECONNECT)
             producer.revive(connection.default_channel)

@@ -41,6 +41,9 @@ EXPORT_FIELDS = (
     "moderated_at",
 )
 TOP_LABELS = 20
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection"):
+# =HYPERLINK(...) in an object name would phone home, =cmd|' /C calc'!A0 runs a program.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 REJECTED_SAMPLES = 10
 
 
@@ -185,10 +188,20 @@ def _label_cell(labels: list[dict[str, Any]]) -> str:
     )
 
 
+def spreadsheet_safe(cell: str) -> str:
+    """``cell`` with a ``'`` in front when a spreadsheet would read it as a formula.
+
+    Object names, referers, dataIds and error texts come from the archive, not from us; a
+    reviewer opening the export in Excel or LibreOffice must not run them. The quote shows in a
+    text editor (so a program reading the CSV sees ``'=...``); JSONL stays verbatim.
+    """
+    return "'" + cell if cell.startswith(FORMULA_TRIGGERS) else cell
+
+
 def write_csv(records: Iterable[dict[str, Any]], fh: IO[str]) -> int:
     """CSV with a header; ``labels`` as ``label:confidence;...``, ``ext`` as a JSON string.
-
-    Open ``fh`` with ``newline=""``. Returns the number of records written.
+    Every text cell goes through :func:`spreadsheet_safe`. Open ``fh`` with ``newline=""``.
+    Returns the number of records written.
     """
     writer = csv.DictWriter(fh, fieldnames=EXPORT_FIELDS, extrasaction="ignore")
     writer.writeheader()
@@ -197,7 +210,12 @@ def write_csv(records: Iterable[dict[str, Any]], fh: IO[str]) -> int:
         row = dict(record)
         row["labels"] = _label_cell(record["labels"])
         row["ext"] = "" if record["ext"] is None else json.dumps(record["ext"], ensure_ascii=False)
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        writer.writerow(
+            {
+                k: "" if v is None else spreadsheet_safe(v) if isinstance(v, str) else v
+                for k, v in row.items()
+            }
+        )
         count += 1
     return count
 

@@ -6,7 +6,8 @@ many threads that failed together do not come back together, which matters most 
 
 Attempt counts are per retry code, the strings produced by ``worker.errors.retry_code``
 ("403", "405", "500", "transport", ...): a throttled call is cheap to retry many times, a
-download timeout (405) usually repeats and deserves only a few.
+download timeout (405) usually repeats and deserves only a few, and a 404 gets one retry by
+default (:data:`DEFAULT_ATTEMPTS`). :func:`decide` turns one failed attempt into the next step.
 """
 
 from __future__ import annotations
@@ -18,12 +19,18 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from worker.errors import ModerationError, Outcome, classify, retry_code
+
 if TYPE_CHECKING:
     from worker.settings import Settings
 
 # 2.0 ** 1024 overflows a float; any ceiling this large is already past every sane cap.
 _MAX_EXPONENT = 1000
 _CODE_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+# Attempts of retry codes that differ from IMGMOD_MAX_ATTEMPTS unless IMGMOD_RETRY_PER_CODE
+# names them. 404: one retry, for the transient 404s of archive CDNs (the vendor: "check the
+# image URL or retry"); a URL that is really gone costs one more unbilled call, not seven.
+DEFAULT_ATTEMPTS: Mapping[str, int] = MappingProxyType({"404": 2})
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
@@ -47,7 +54,9 @@ class RetryPolicy:
     """How many attempts each retry code gets, and the backoff between them.
 
     ``max_attempts`` counts every attempt, the first included: 8 means one call and up to seven
-    retries. ``per_code`` overrides it for single codes, e.g. ``{"405": 3, "403": 20}``.
+    retries. ``per_code`` overrides it for single codes, e.g. ``{"405": 3, "403": 20}``; codes
+    it does not name get :data:`DEFAULT_ATTEMPTS` (never more than ``max_attempts``) or
+    ``max_attempts``.
     """
 
     max_attempts: int = 8
@@ -83,7 +92,9 @@ class RetryPolicy:
 
     def attempts_for(self, code_key: str) -> int:
         """Total attempts allowed for a failure with this retry code."""
-        return self.per_code.get(code_key, self.max_attempts)
+        if code_key in self.per_code:
+            return self.per_code[code_key]
+        return min(DEFAULT_ATTEMPTS.get(code_key, self.max_attempts), self.max_attempts)
 
     def should_retry(self, code_key: str, attempt: int) -> bool:
         """Whether to try again after ``attempt`` attempts, the last failing with ``code_key``."""
@@ -94,6 +105,53 @@ class RetryPolicy:
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after ``attempt`` failed attempts (full jitter, see backoff_delay)."""
         return backoff_delay(attempt, self.base, self.cap, rng)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Call again after ``delay`` seconds; the attempt counts under retry code ``key``."""
+
+    key: str
+    delay: float
+
+
+@dataclass(frozen=True)
+class Fail:
+    """Give up: the code is final (``exhausted`` False) or its attempts are used up (True)."""
+
+    key: str
+    exhausted: bool
+
+
+def decide(
+    code: int | str | None,
+    http_status: int | None,
+    attempts: int,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+) -> Retry | Fail:
+    """What to do after ``attempts`` attempts, the last answered with ``code`` and ``http_status``.
+
+    The HTTP status matters: a gateway's 502 page (code ``"HTTP 502"``) counts under ``"500"``
+    and a 429 under ``"403"``, so IMGMOD_RETRY_PER_CODE applies to them. Raises ValueError for
+    a success, which needs no decision.
+    """
+    outcome = classify(code, http_status)
+    if outcome is Outcome.SUCCESS:
+        raise ValueError(f"code {code!r} is a success: there is nothing to retry")
+    key = retry_code(code, http_status)
+    if outcome is Outcome.FAIL:
+        return Fail(key, exhausted=False)
+    if not policy.should_retry(key, attempts):
+        return Fail(key, exhausted=True)
+    return Retry(key, policy.delay(max(attempts, 1), rng))
+
+
+def decide_error(
+    error: ModerationError, attempts: int, policy: RetryPolicy, rng: random.Random | None = None
+) -> Retry | Fail:
+    """:func:`decide` for a raised error, with the code and HTTP status it carries."""
+    return decide(error.code, error.http_status, attempts, policy, rng)
 
 
 def parse_per_code(spec: str) -> dict[str, int]:

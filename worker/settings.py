@@ -6,9 +6,12 @@ Nothing else in the package reads ``os.environ``: call :func:`load_settings` (or
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 # The vendor page's region table: region -> (public endpoint, VPC endpoint or None).
 REGIONS: dict[str, tuple[str, str | None]] = {
@@ -34,24 +37,44 @@ DEFAULTS: dict[str, str] = {
     "IMGMOD_REGION": "ap-southeast-1",
     "IMGMOD_VPC": "0",
     "IMGMOD_ENDPOINT": "",
+    # 1: accept a plain http:// IMGMOD_ENDPOINT off loopback (the signed request and any STS
+    # token then cross the network in clear text; e.g. the emulator on a compose network).
+    "IMGMOD_ALLOW_HTTP": "0",
     "IMGMOD_SERVICE": "baselineCheck_global",
-    "IMGMOD_INFO_TYPE": "",
+    # Ext data (custom image library hits, text in image) is half of what a job keeps: ask for
+    # it unless told otherwise. publicFigure/logoData need the advanced service: opt-in.
+    "IMGMOD_INFO_TYPE": "customImage,textInImage",
     "IMGMOD_QPS": "100",
     "IMGMOD_CONNECT_TIMEOUT": "3.05",
     "IMGMOD_READ_TIMEOUT": "10",
+    # Wall-clock cap on one API call, answer included: the read timeout is per socket read, so
+    # a trickling server could hold a call past the lease and another worker would bill again.
+    # Above connect + read timeouts (13 s), half the 30 s lease.
+    "IMGMOD_CALL_DEADLINE": "15",
     "IMGMOD_POOL_SIZE": "256",
     "IMGMOD_MAX_ATTEMPTS": "8",
     "IMGMOD_RETRY_PER_CODE": "",
     "IMGMOD_BACKOFF_BASE": "0.5",
     "IMGMOD_BACKOFF_CAP": "60",
-    "IMGMOD_LEASE_SECONDS": "120",
+    # A claimed row's lease, renewed by its live worker every third of it (worker.heartbeat):
+    # a killed worker's rows go back to the queue about this long after the kill.
+    "IMGMOD_LEASE_SECONDS": "30",
     "IMGMOD_VISIBILITY_TIMEOUT": "600",
     "IMGMOD_WORKER_CONCURRENCY": "192",
     "IMGMOD_LOG_LEVEL": "INFO",
     "IMGMOD_LOG_FORMAT": "text",
     "IMGMOD_METRICS_PORT": "0",
     "IMGMOD_METRICS_HOST": "127.0.0.1",
+    # Messages waiting in the broker at most (~1 KB each in Redis): 20,000 is ~20 MB, and at
+    # the refill mark (half) still 100 s of work at 100 QPS, so workers never starve.
+    "IMGMOD_QUEUE_WINDOW": "20000",
+    # Seconds a broker connect or command may take before it counts as unreachable.
+    "IMGMOD_BROKER_TIMEOUT": "5",
 }
+
+
+# A password given as a query parameter (``?password=...``, as some drivers accept).
+_PASSWORD_PARAM = re.compile(r"(?i)((?:^|[?&;])password=)[^&;#]*")
 
 
 class ConfigError(ValueError):
@@ -95,6 +118,19 @@ class Settings:
     log_format: str = "text"
     metrics_port: int = 0  # 0: no metrics endpoint
     metrics_host: str = "127.0.0.1"
+    queue_window: int = 20_000  # messages in the Redis broker at most, see worker.window
+    broker_timeout: float = 5.0  # seconds per broker connect / command
+    call_deadline: float = 15.0  # wall-clock seconds one API call may take, answer included
+    allow_http: bool = False  # a plain http:// endpoint off loopback was explicitly accepted
+
+    def __repr__(self) -> str:
+        """Every field, with the passwords of the database, broker and limiter URLs masked:
+        ``print(load_settings())`` ends up in tickets and CI logs."""
+        shown = {
+            name: mask_url(value) if name.endswith("_url") and isinstance(value, str) else value
+            for name, value in self.__dict__.items()
+        }
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
 
 def _float(env: Mapping[str, str], name: str, minimum: float = 0.0) -> float:
@@ -157,14 +193,65 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
-def resolve_endpoint(region: str, vpc: bool, endpoint: str) -> str:
-    """The base URL (scheme, host, optional port) the client posts to."""
+def mask_url(url: str) -> str:
+    """``url`` with the password of its userinfo, and any ``password=`` query value, as ``***``.
+
+    ``postgresql://imgmod:hunter2@db/imgmod`` -> ``postgresql://imgmod:***@db/imgmod``.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at, hostport = authority.rpartition("@")
+    if at and ":" in userinfo:
+        authority = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    tail = _PASSWORD_PARAM.sub(r"\1***", tail)
+    return f"{scheme}{sep}{authority}{tail}"
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost``, 127.0.0.0/8 or ``::1`` (brackets allowed): traffic that stays on this host."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _custom_endpoint(endpoint: str, allow_http: bool) -> str:
+    if not endpoint.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"IMGMOD_ENDPOINT={mask_url(endpoint)!r} needs a scheme, e.g. https://host or "
+            "http://127.0.0.1:8080"
+        )
+    parts = urlsplit(endpoint)
+    if "@" in parts.netloc:
+        raise ConfigError(
+            f"IMGMOD_ENDPOINT={mask_url(endpoint)!r} carries user@ or user:password@; remove it "
+            "(the API is authenticated by ALIBABA_CLOUD_ACCESS_KEY_ID and _SECRET)"
+        )
+    if parts.scheme == "http" and not allow_http and not is_loopback_host(parts.hostname or ""):
+        raise ConfigError(
+            f"IMGMOD_ENDPOINT={endpoint!r} is plain http:// to a host off this machine: the signed "
+            "request and any STS token would cross the network readable by anyone on the path; "
+            "use https://, or set IMGMOD_ALLOW_HTTP=1 to accept that (e.g. the emulator on a "
+            "private compose network)"
+        )
+    return endpoint.rstrip("/")
+
+
+def resolve_endpoint(region: str, vpc: bool, endpoint: str, allow_http: bool = False) -> str:
+    """The base URL (scheme, host, optional port) the client posts to.
+
+    A custom ``endpoint`` may be plain http:// only on loopback (the emulator) or with
+    ``allow_http``: over a network, http:// hands the signed body and the STS token to anyone
+    on the path, and a redirect-free https:// endpoint is what the vendor serves.
+    """
     if endpoint:
-        if not endpoint.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"IMGMOD_ENDPOINT={endpoint!r} needs a scheme, e.g. http://127.0.0.1:8080"
-            )
-        return endpoint.rstrip("/")
+        return _custom_endpoint(endpoint, allow_http)
     if region not in REGIONS:
         raise ConfigError(
             f"IMGMOD_REGION={region!r} is not a region of Image Moderation 2.0; "
@@ -197,12 +284,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     region = env.get("IMGMOD_REGION", DEFAULTS["IMGMOD_REGION"])
     vpc = _bool(env, "IMGMOD_VPC")
-    endpoint = resolve_endpoint(region, vpc, env.get("IMGMOD_ENDPOINT", ""))
+    allow_http = _bool(env, "IMGMOD_ALLOW_HTTP")
+    endpoint = resolve_endpoint(region, vpc, env.get("IMGMOD_ENDPOINT", ""), allow_http)
     service = env.get("IMGMOD_SERVICE", DEFAULTS["IMGMOD_SERVICE"])
     if service not in SERVICES:
         raise ConfigError(f"IMGMOD_SERVICE={service!r}: use one of {', '.join(SERVICES)}")
     try:
-        info_type = validate_info_type(env.get("IMGMOD_INFO_TYPE", ""))
+        # Unset: the default; set to empty: no infoType at all (no Ext data).
+        info_type = validate_info_type(env.get("IMGMOD_INFO_TYPE", DEFAULTS["IMGMOD_INFO_TYPE"]))
     except ConfigError as exc:
         raise ConfigError(f"IMGMOD_INFO_TYPE: {exc}") from None
     broker_url = env.get("IMGMOD_BROKER_URL", DEFAULTS["IMGMOD_BROKER_URL"])
@@ -229,6 +318,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         qps=_float(env, "IMGMOD_QPS"),
         connect_timeout=_float(env, "IMGMOD_CONNECT_TIMEOUT"),
         read_timeout=_float(env, "IMGMOD_READ_TIMEOUT"),
+        call_deadline=_float(env, "IMGMOD_CALL_DEADLINE"),
+        allow_http=allow_http,
         pool_size=_int(env, "IMGMOD_POOL_SIZE"),
         max_attempts=_int(env, "IMGMOD_MAX_ATTEMPTS"),
         retry_per_code=_per_code(env),
@@ -242,6 +333,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         metrics_port=_port(env, "IMGMOD_METRICS_PORT"),
         metrics_host=env.get("IMGMOD_METRICS_HOST", DEFAULTS["IMGMOD_METRICS_HOST"]).strip()
         or DEFAULTS["IMGMOD_METRICS_HOST"],
+        queue_window=_int(env, "IMGMOD_QUEUE_WINDOW"),
+        broker_timeout=_float(env, "IMGMOD_BROKER_TIMEOUT"),
     )
 
 
@@ -263,4 +356,38 @@ def load_credentials(env: Mapping[str, str] | None = None) -> Credentials:
             "(and ALIBABA_CLOUD_SECURITY_TOKEN when using STS)"
         )
     token = env.get("ALIBABA_CLOUD_SECURITY_TOKEN", "").strip() or None
+    for name, value in (
+        ("ALIBABA_CLOUD_ACCESS_KEY_ID", key_id),
+        ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", secret),
+        ("ALIBABA_CLOUD_SECURITY_TOKEN", token),
+    ):
+        problem = header_unsafe(value or "")
+        if problem:
+            raise ConfigError(
+                f"{name} contains {problem}, which cannot be sent in an HTTP header; export the "
+                "value exactly as issued, on one line (the value itself is not shown)"
+            )
     return Credentials(key_id, secret, token)
+
+
+def header_unsafe(value: str) -> str:
+    """What in ``value`` cannot travel in an HTTP header as a credential ("" when nothing).
+
+    Keys, secrets and STS tokens are printable ASCII without spaces. A line break would be
+    refused by the HTTP library with the value quoted in its error (past the log redaction, which
+    matches the value as given) and then retried as a network fault; so it is refused here, once,
+    naming only the position.
+    """
+    for position, char in enumerate(value):
+        if "!" <= char <= "~":
+            continue
+        if char in "\r\n":
+            kind = "a line break"
+        elif char.isspace():
+            kind = "a space"
+        elif char.isascii():
+            kind = f"a control character (U+{ord(char):04X})"
+        else:
+            kind = f"a non-ASCII character (U+{ord(char):04X})"
+        return f"{kind} at position {position}"
+    return ""

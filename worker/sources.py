@@ -30,19 +30,30 @@ Formats, chosen by extension (case-insensitive):
     a ``.txt`` line.
 
 ``oss_region`` and ``referer`` are defaults for rows that do not carry their own (the region
-only for OSS rows). A missing file raises :class:`FileNotFoundError` when :func:`read_inputs` is
-called, before any line is read.
+only for OSS rows). An input that cannot be read at all (missing, a directory, unreadable, an
+unknown extension) raises an :class:`InputError` when :func:`read_inputs` is called, before any
+line is read, so a caller can refuse the whole command before it writes anything.
+
+A :class:`Rejected` carries an ``identity`` besides its display ``source``: the resolved absolute
+path of its file (or a token of this read, for standard input), its line and a digest of the
+line. Two ``urls.txt`` from different folders, or two runs of ``-``, are different inputs and
+keep their own rejected rows; reading the same unchanged file again gives the same identities.
+
+Every check of a line is linear in its length: a line of the 1 MiB cap that repeats one key
+tens of thousands of times costs what any 1 MiB line costs (``bench/sources.py``).
 """
 
 from __future__ import annotations
 
 import csv
-import errno
+import hashlib
 import json
 import logging
 import sys
+import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
@@ -81,6 +92,38 @@ API_NAMES: dict[str, str] = {
     "referer": "referer",
 }
 _KNOWN_KEYS = "url, imageUrl, ossBucketName, ossObjectName, ossRegionId, dataId, referer"
+_NAMED_AT_MOST = 5  # unknown keys named in a rejection; a garbage line may hold thousands
+
+
+class InputError(Exception):
+    """An input that cannot be read at all; the message names the path and the fix.
+
+    Each situation subclasses the built-in exception it used to be, so callers that catch
+    ``FileNotFoundError`` or ``ValueError`` keep working.
+    """
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class InputNotFound(InputError, FileNotFoundError):
+    """The path does not exist."""
+
+
+class InputIsADirectory(InputError, IsADirectoryError):
+    """The path is a directory (or another non-file); folders are not a source yet."""
+
+
+class InputUnreadable(InputError, PermissionError):
+    """The file exists but cannot be opened for reading (permissions, I/O error)."""
+
+
+class UnknownInputFormat(InputError, ValueError):
+    """The extension names no format imgmod reads."""
 
 
 @dataclass(frozen=True)
@@ -93,16 +136,33 @@ class Accepted:
 @dataclass(frozen=True)
 class Rejected:
     """A line that cannot be moderated; ``field`` is the API's name for the culprit, or
-    ``line`` / ``csv`` / ``json`` for a line that could not even be read."""
+    ``line`` / ``csv`` / ``json`` for a line that could not even be read.
+
+    ``origin`` says which input this was beyond its display name: the resolved absolute path,
+    or ``stdin:<token of this read>``; empty when built by hand (then ``source`` stands in).
+    """
 
     source: str
     line: int
     field: str
     reason: str
     raw: str
+    origin: str = ""
 
     def __str__(self) -> str:
         return f"{self.source}:{self.line}: {self.field}: {self.reason}"
+
+    @property
+    def identity(self) -> str:
+        """Which line of which input this is: the same unchanged line of the same file read
+        twice has one identity; a line of another file, another stdin run, or an edited line
+        has another. A digest, so a 4 KiB path stays a short, indexable key."""
+        digest = hashlib.sha256(
+            f"{self.origin or self.source}\0{self.line}\0{self.raw}".encode(
+                "utf-8", "surrogatepass"
+            )
+        ).hexdigest()[:32]
+        return f"{self.line}:{digest}"
 
 
 Record = Accepted | Rejected
@@ -136,21 +196,47 @@ def read_inputs(
     referer: str | None = None,
     stdin: IO[bytes] | None = None,
 ) -> Iterator[Record]:
-    """Stream every reference of ``paths`` in order. Checks all paths up front: a missing file,
-    a directory or an unknown extension raises here, before anything is read."""
+    """Stream every reference of ``paths`` in order.
+
+    Checks every path up front and raises an :class:`InputError` for the first one that cannot
+    be read at all (see :func:`check_input`), before any line is read.
+    """
     for path in paths:
-        if path == "-":
-            continue
-        if _format_of(path) is None:
-            raise ValueError(
-                f"{path}: unknown input format; use a .txt, .csv, .jsonl or .ndjson file, "
-                "or - for standard input"
-            )
-        if not Path(path).exists():
-            raise FileNotFoundError(errno.ENOENT, "input file not found", path)
-        if not Path(path).is_file():
-            raise IsADirectoryError(errno.EISDIR, "input is not a regular file", path)
+        check_input(path)
     return _read_all(list(paths), _Defaults(oss_region, referer), stdin)
+
+
+def check_input(path: str) -> None:
+    """Raise the :class:`InputError` for ``path`` if it can't be read as an input: missing,
+    a directory, unreadable (it is opened to find out), or of an unknown format."""
+    if path == "-":
+        return
+    target = Path(path)
+    if not target.exists():
+        raise InputNotFound(path, "input file not found; check the path")
+    if target.is_dir():
+        raise InputIsADirectory(
+            path,
+            "is a directory; reading whole folders is not supported yet: pass its files "
+            f"(e.g. {path.rstrip('/')}/*.txt)",
+        )
+    if not target.is_file():
+        raise InputIsADirectory(path, "is not a regular file; pass a .txt, .csv or .jsonl file")
+    if _format_of(path) is None:
+        raise UnknownInputFormat(
+            path,
+            "unknown input format; use a .txt, .csv, .jsonl or .ndjson file, "
+            "or - for standard input",
+        )
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise InputUnreadable(
+            path, "cannot be read (permission denied); check its owner and mode"
+        ) from None
+    except OSError as exc:
+        raise InputUnreadable(path, f"cannot be read ({exc.strerror or exc})") from None
 
 
 def _format_of(path: str) -> str | None:
@@ -160,24 +246,27 @@ def _format_of(path: str) -> str | None:
 def _read_all(paths: list[str], defaults: _Defaults, stdin: IO[bytes] | None) -> Iterator[Record]:
     for path in paths:
         if path == "-":
-            yield from _parse(path, stdin or sys.stdin.buffer, _stdin_parser(defaults))
+            origin = f"stdin:{uuid.uuid4().hex}"  # each read of stdin is a new input
+            yield from _parse(path, origin, stdin or sys.stdin.buffer, _stdin_parser(defaults))
             continue
         fmt = _format_of(path)
         parser = _CsvParser(defaults) if fmt == "csv" else _line_parser(fmt, defaults)
         with open(path, "rb") as fh:
-            yield from _parse(path, fh, parser)
+            yield from _parse(path, str(Path(path).resolve()), fh, parser)
 
 
-def _parse(source: str, fh: IO[bytes], parser: LineParser) -> Iterator[Record]:
+def _parse(source: str, origin: str, fh: IO[bytes], parser: LineParser) -> Iterator[Record]:
     for number, data in _physical_lines(fh):
         text = _decode(source, number, data)
         if isinstance(text, Rejected):
-            yield text
+            yield replace(text, origin=origin)
             continue
         outcome = parser(source, number, text)
         if isinstance(outcome, _Stop):
-            yield outcome.rejected
+            yield replace(outcome.rejected, origin=origin)
             return
+        if isinstance(outcome, Rejected):
+            outcome = replace(outcome, origin=origin)
         if outcome is not None:
             yield outcome
 
@@ -309,10 +398,11 @@ class _JsonObject(dict[str, object]):
 
 def _json_object(pairs: list[tuple[str, object]]) -> _JsonObject:
     # json.loads would silently keep the last of two equal keys: which URL did the user mean?
+    # One counting pass: a line repeating a key 60,000 times must not cost 60,000² steps.
     obj = _JsonObject(pairs)
     if len(obj) != len(pairs):
-        keys = [key for key, _ in pairs]
-        obj.repeated = tuple(dict.fromkeys(k for k in keys if keys.count(k) > 1))
+        counts = Counter(key for key, _ in pairs)
+        obj.repeated = tuple(key for key in obj if counts[key] > 1)
     return obj
 
 
@@ -360,7 +450,9 @@ def _json_line(source: str, number: int, text: str, defaults: _Defaults) -> Reco
             )
         values[name] = value
     if unknown:
-        names = ", ".join(repr(k) for k in unknown)
+        names = ", ".join(repr(k) for k in unknown[:_NAMED_AT_MOST])
+        if len(unknown) > _NAMED_AT_MOST:
+            names += f" and {len(unknown) - _NAMED_AT_MOST} more"
         return Rejected(
             source,
             number,
@@ -450,11 +542,11 @@ class _CsvParser:
         if isinstance(cells, Rejected):
             return fatal(f"header: {cells.reason}")
         columns = [_FIELDS.get(cell.strip().lower()) for cell in cells]
-        known = [c for c in columns if c]
-        twice = sorted({API_NAMES[c] for c in known if known.count(c) > 1})
+        counts = Counter(c for c in columns if c)
+        twice = sorted(API_NAMES[c] for c, n in counts.items() if n > 1)
         if twice:
             return fatal(f"the header names {', '.join(twice)} more than once")
-        if not {"image_url", "oss_bucket", "oss_object"} & set(known):
+        if not {"image_url", "oss_bucket", "oss_object"} & set(counts):
             return fatal(
                 "line 1 must be a header naming the columns (url, or ossBucketName, "
                 f"ossObjectName, ossRegionId; optional dataId, referer), found {cells[:5]!r}; "

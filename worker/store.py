@@ -11,8 +11,10 @@ not on locks held in Python:
   NOTHING``: however many workers finish the same image, one results row is stored.
 
 Times are timezone-aware UTC in Python; SQLite stores them as naive UTC text, PostgreSQL as
-``timestamptz``. "Now" is taken from the calling process's clock, so every host that runs
-workers needs a synchronised clock (leases are compared against it).
+``timestamptz``. Lease times (granting, renewing, expiring, comparing) are taken from the
+**database's** clock, inside the statement that uses them, so a worker host whose clock is off
+can neither take a live lease nor lose its own early; other timestamps (``updated_at``,
+``moderated_at``...) are informative and come from the calling process.
 
 The schema is created and evolved by the Alembic migrations in the top-level ``migrations/``
 directory (``imgmod db upgrade``); the tables below describe the current head and must be kept
@@ -21,6 +23,8 @@ in step with the newest migration.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,6 +39,8 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from worker.settings import normalize_database_url
@@ -52,7 +58,23 @@ POOL_SIZE = 20
 MAX_OVERFLOW = 40
 POOL_TIMEOUT_S = 60
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+def find_migrations(package_dir: Path) -> Path:
+    """Where the Alembic migrations of the ``worker`` package at ``package_dir`` are.
+
+    They live at the repository's top level (``migrations/``), beside the package: that is where
+    a source checkout or an editable install finds them. A wheel cannot put files beside the
+    package, so pyproject.toml maps the same directory into it as ``worker/_migrations``; that
+    location is tried first. When neither exists, the wheel's location is named in the error.
+    """
+    candidates = (package_dir / "_migrations", package_dir.parent / "migrations")
+    for candidate in candidates:
+        if (candidate / "env.py").is_file():
+            return candidate
+    return candidates[0]
+
+
+MIGRATIONS_DIR = find_migrations(Path(__file__).resolve().parent)
 _MIGRATION_LOCK_KEY = 0x696D676D6F64  # "imgmod": pg_advisory_xact_lock key for upgrades
 
 
@@ -264,6 +286,24 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _db_now(dialect: Dialect, plus_seconds: float = 0.0) -> sa.ColumnElement[datetime]:
+    """The database server's "now" (plus ``plus_seconds``), as SQL evaluated by the statement.
+
+    Leases are granted by one host and judged by another; only the database's clock is the
+    same for both. SQLite: ``strftime`` in the stored text format (naive UTC, microseconds).
+    PostgreSQL: ``clock_timestamp()``, the real time, not the transaction's start.
+    """
+    if dialect.name == "sqlite":
+        text = sa.func.strftime(
+            "%Y-%m-%d %H:%M:%f", "now", sa.literal(f"{plus_seconds:+.6f} seconds")
+        ).op("||")(sa.literal("000"))
+        return sa.type_coerce(text, UTCDateTime())
+    now: sa.ColumnElement[Any] = sa.func.clock_timestamp()
+    if plus_seconds:
+        now = now + sa.literal(timedelta(seconds=plus_seconds), sa.Interval())
+    return sa.type_coerce(now, UTCDateTime())
+
+
 def _safe_url(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
@@ -292,8 +332,9 @@ def _alembic_config(connection: Connection | None = None) -> Any:
 
     if not (MIGRATIONS_DIR / "env.py").is_file():
         raise SchemaError(
-            f"the migrations directory {MIGRATIONS_DIR} is missing; "
-            "install imgmod from its source tree (pip install -e .)"
+            f"the migrations directory {MIGRATIONS_DIR} is missing, so this imgmod install is "
+            "incomplete; reinstall it (pip install --force-reinstall imgmod) from a wheel or "
+            "the source tree"
         )
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -509,9 +550,15 @@ class NewItem:
     raw_input: str | None = None
 
 
-def rejected_ref_key(source: str, line: int) -> str:
-    """The dedup identity of a rejected line, so enqueuing the same file twice adds nothing."""
-    return f"rejected:{source}:{line}"
+def rejected_ref_key(source: str, line: int, identity: str = "") -> str:
+    """The dedup key of a rejected line in its job.
+
+    ``identity`` (the reader's :attr:`worker.sources.Rejected.identity`) tells inputs apart
+    beyond their display name: enqueuing the same unchanged file twice adds nothing, while two
+    ``urls.txt`` from different folders, or two runs of ``-``, keep a row per rejected line.
+    Without it, the display ``source`` and ``line`` stand in (rows built by hand, in tests).
+    """
+    return f"rejected:{identity}" if identity else f"rejected:{source}:{line}"
 
 
 def insert_items(engine: Engine, job_id: int, rows: Sequence[NewItem]) -> list[int]:
@@ -565,9 +612,101 @@ def mark_queued(engine: Engine, ids: Sequence[int]) -> None:
             )
 
 
+# ---- the publishing window (worker.window): pending rows wait here until the broker has room
+
+
+def jobs_with_pending(engine: Engine) -> list[int]:
+    """Ids of the jobs that have ``pending`` rows, oldest job first (one index probe per job)."""
+    waiting = sa.exists().where(items.c.job_id == jobs.c.id, items.c.state == "pending")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(jobs.c.id).where(waiting).order_by(jobs.c.id)).scalars()
+        return [int(i) for i in rows]
+
+
+def take_pending(engine: Engine, job_id: int, limit: int) -> list[int]:
+    """Up to ``limit`` of the job's ``pending`` rows, now ``queued``: their ids, ascending.
+
+    One atomic ``UPDATE ... WHERE id IN (SELECT ... LIMIT n) AND state = 'pending' RETURNING``,
+    so two refillers never take the same row: SQLite runs it under the write lock, PostgreSQL
+    locks the chosen rows ``FOR UPDATE SKIP LOCKED`` (a concurrent taker passes over them, and
+    a row taken meanwhile fails the outer ``state = 'pending'``). SQLite takes the oldest rows
+    (the ``(job_id, state)`` index is in id order); PostgreSQL takes them in table order, which
+    is insertion order up to reused space: an ``ORDER BY id`` there makes the planner walk the
+    primary key past every finished row (~170 ms at a million rows, against ~10 ms).
+    """
+    if limit <= 0:
+        return []
+    now = _now()
+    chosen = items.alias("chosen")
+    with _write(engine) as conn:
+        pick = sa.select(chosen.c.id).where(chosen.c.job_id == job_id, chosen.c.state == "pending")
+        taken: list[sa.ColumnElement[bool]] = [
+            items.c.id.in_(pick.order_by(chosen.c.id).limit(limit).scalar_subquery())
+        ]
+        if conn.dialect.name == "postgresql":
+            # A CTE, evaluated once: as an IN (subquery) PostgreSQL may run the LIMIT again
+            # per row it updates, and take far more than ``limit`` rows (measured: all).
+            picked = pick.limit(limit).with_for_update(skip_locked=True).cte("picked")
+            taken = [items.c.id == picked.c.id, items.c.state == "pending"]
+        # (SQLite: no outer state test, the write lock already makes the statement atomic, and
+        # with one its planner scans the state index, every pending row, instead of the ids.)
+        ids = conn.execute(
+            sa.update(items)
+            .where(*taken)
+            .values(state="queued", queued_at=now, updated_at=now)
+            .returning(items.c.id)
+        ).scalars()
+        return sorted(int(i) for i in ids)
+
+
+def return_to_pending(engine: Engine, ids: Sequence[int]) -> None:
+    """``queued`` -> ``pending`` for rows taken whose messages may not have reached the broker
+    (a failed publish): the window publishes them again later. Claimed rows are left alone."""
+    if not ids:
+        return
+    now = _now()
+    with _write(engine) as conn:
+        for chunk in _chunks(ids):
+            conn.execute(
+                sa.update(items)
+                .where(items.c.id.in_(chunk), items.c.state == "queued")
+                .values(state="pending", updated_at=now)
+            )
+
+
+def reopen_open_items(engine: Engine, job_id: int, *, include_queued: bool = True) -> int:
+    """Put the job's ``queued`` rows (optionally) and ``running`` rows with an expired lease
+    back to ``pending``, for the window to publish again; returns the job's ``pending`` rows.
+
+    For a broker that lost its messages (``imgmod resume``, stall detection). A reopened row
+    whose message did survive is claimed by it as usual (``pending`` is claimable); the copy
+    published later finds it taken and costs one no-op claim.
+    """
+    reopen = sa.and_(items.c.state == "running", items.c.lease_expires_at < _db_now(engine.dialect))
+    if include_queued:
+        reopen = sa.or_(items.c.state == "queued", reopen)
+    with _write(engine) as conn:
+        conn.execute(
+            sa.update(items)
+            .where(items.c.job_id == job_id, reopen)
+            .values(state="pending", lease_owner=None, lease_expires_at=None, updated_at=_now())
+        )
+        return int(
+            conn.execute(
+                sa.select(sa.func.count()).where(
+                    items.c.job_id == job_id, items.c.state == "pending"
+                )
+            ).scalar_one()
+        )
+
+
 @dataclass(frozen=True)
 class ClaimedItem:
-    """An item leased to one worker, with its job's request settings."""
+    """An item leased to one worker, with its job's request settings.
+
+    ``job_key`` names the job across databases (its id, name and creation time, hashed): two
+    databases can both have a job 1 and an item 7, never the same job key.
+    """
 
     id: int
     job_id: int
@@ -581,13 +720,17 @@ class ClaimedItem:
     attempts: int
     service: str
     info_type: str
+    job_key: str = ""
 
 
-def _claimable(now: datetime) -> sa.ColumnElement[bool]:
-    lease_over = sa.or_(items.c.lease_expires_at.is_(None), items.c.lease_expires_at < now)
+def _lease_over(now: sa.ColumnElement[datetime]) -> sa.ColumnElement[bool]:
+    return sa.or_(items.c.lease_expires_at.is_(None), items.c.lease_expires_at < now)
+
+
+def _claimable(now: sa.ColumnElement[datetime]) -> sa.ColumnElement[bool]:
     return sa.or_(
         items.c.state.in_(("pending", "queued")),
-        sa.and_(items.c.state == "running", lease_over),
+        sa.and_(items.c.state == "running", _lease_over(now)),
     )
 
 
@@ -602,17 +745,19 @@ def claim_item(
 
     The claim is one atomic ``UPDATE ... WHERE <claimable> RETURNING``: when a message is
     delivered twice, exactly one worker gets the row; the other sees None and acks.
-    An expired lease (a worker that died) may be taken over. ``attempts`` counts claims.
+    An expired lease (a worker that died, or stopped renewing) may be taken over. The lease
+    runs ``lease_seconds`` on the database's clock; the owner keeps it alive with
+    :func:`renew_leases`. ``attempts`` counts claims.
     """
     now = _now()
     with _write(engine) as conn:
         row = conn.execute(
             sa.update(items)
-            .where(items.c.id == item_id, _claimable(now))
+            .where(items.c.id == item_id, _claimable(_db_now(conn.dialect)))
             .values(
                 state="running",
                 lease_owner=owner,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                lease_expires_at=_db_now(conn.dialect, lease_seconds),
                 attempts=items.c.attempts + 1,
                 updated_at=now,
             )
@@ -620,36 +765,115 @@ def claim_item(
         ).one_or_none()
         if row is None:
             return None
-        settings = _job_settings(conn, row.job_id)
-    return ClaimedItem(**row._mapping, service=settings[0], info_type=settings[1])
+        service, info_type, job_key = _job_settings(conn, row.job_id)
+    return ClaimedItem(**row._mapping, service=service, info_type=info_type, job_key=job_key)
 
 
-# (database URL, job id) -> (service, infoType). A job's service and infoType never change
-# (get_or_create_job refuses), so a worker reads them once per job, not once per claim.
-_JOB_SETTINGS: dict[tuple[str, int], tuple[str, str]] = {}
+# (database URL, job id) -> (service, infoType, job key). A job's service and infoType never
+# change (get_or_create_job refuses), so a worker reads them once per job, not once per claim.
+_JOB_SETTINGS: dict[tuple[str, int], tuple[str, str, str]] = {}
 
 
-def _job_settings(conn: Connection, job_id: int) -> tuple[str, str]:
+def job_key(job_id: int, name: str, created_at: datetime) -> str:
+    """A job's identity across databases: a recreated database, or another deployment, has a
+    job with the same id but another name or creation time (to the microsecond)."""
+    text = f"{job_id}\0{name}\0{created_at.astimezone(timezone.utc).isoformat()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _job_settings(conn: Connection, job_id: int) -> tuple[str, str, str]:
     key = (str(conn.engine.url), job_id)
     found = _JOB_SETTINGS.get(key)
     if found is None:
         job = conn.execute(
-            sa.select(jobs.c.service, jobs.c.info_type).where(jobs.c.id == job_id)
+            sa.select(jobs.c.service, jobs.c.info_type, jobs.c.name, jobs.c.created_at).where(
+                jobs.c.id == job_id
+            )
         ).one()
-        found = _JOB_SETTINGS[key] = (job.service, job.info_type)
+        found = (job.service, job.info_type, job_key(job_id, job.name, job.created_at))
+        _JOB_SETTINGS[key] = found
     return found
 
 
 def extend_lease(engine: Engine, item_id: int, owner: str, lease_seconds: float) -> bool:
     """Push the lease out; False when ``owner`` no longer holds the item (stop working on it)."""
-    now = _now()
     with _write(engine) as conn:
         result = conn.execute(
             sa.update(items)
             .where(items.c.id == item_id, items.c.state == "running", items.c.lease_owner == owner)
-            .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now)
+            .values(lease_expires_at=_db_now(conn.dialect, lease_seconds), updated_at=_now())
         )
     return result.rowcount == 1
+
+
+def renew_leases(engine: Engine, held: Mapping[int, str], lease_seconds: float) -> set[int]:
+    """Push out the leases of every row in ``held`` (id -> owner) still leased to its owner,
+    in one statement per thousand rows; returns the ids renewed. A held id missing from the
+    answer was taken over (its lease ran out first) or closed: its holder should not call."""
+    renewed: set[int] = set()
+    if not held:
+        return renewed
+    ids = sorted(held)
+    with _write(engine) as conn:
+        for chunk in _chunks(ids):
+            owners = {held[i] for i in chunk}
+            rows = conn.execute(
+                sa.update(items)
+                .where(
+                    items.c.id.in_(chunk),
+                    items.c.state == "running",
+                    items.c.lease_owner.in_(owners),
+                )
+                .values(lease_expires_at=_db_now(conn.dialect, lease_seconds))
+                .returning(items.c.id, items.c.lease_owner)
+            )
+            # Owners are unique per claim, but check the pair: one statement covers many rows.
+            renewed.update(int(i) for i, owner in rows if held.get(int(i)) == owner)
+    return renewed
+
+
+def requeue_expired(
+    engine: Engine, exclude: Sequence[int] = (), limit: int = ID_BATCH
+) -> list[int]:
+    """``running`` rows whose lease ran out on the database's clock -> ``queued``, lease
+    cleared; returns their ids, to publish again. Their owner died or stopped renewing.
+
+    One statement: of several workers sweeping at once, each row goes to exactly one. Rows in
+    ``exclude`` (the caller's own, whose renewal may merely be late) are left alone. A late
+    answer of the old owner is still stored (:func:`record_result` takes a billed answer from
+    anyone); its retry or failure no longer applies (they need the lease).
+    """
+    with _write(engine) as conn:
+        expired = (
+            sa.select(items.c.id)
+            .where(
+                items.c.state == "running",
+                items.c.lease_expires_at < _db_now(conn.dialect),
+                items.c.id.not_in(list(exclude)) if exclude else sa.true(),
+            )
+            .order_by(items.c.id)
+            .limit(limit)
+            .scalar_subquery()
+        )
+        ids = conn.execute(
+            sa.update(items)
+            .where(
+                items.c.id.in_(expired),
+                items.c.state == "running",
+                items.c.lease_expires_at < _db_now(conn.dialect),
+            )
+            .values(
+                state="queued",
+                lease_owner=None,
+                lease_expires_at=None,
+                last_error="lease expired: its worker stopped renewing it",
+                queued_at=_now(),
+                updated_at=_now(),
+            )
+            .returning(items.c.id)
+        ).scalars()
+        found = sorted(int(i) for i in ids)
+    return found
 
 
 class _Label(Protocol):
@@ -702,6 +926,9 @@ def record_result(
     Kept even if ``owner``'s lease expired or another worker took the item: the call was paid
     for. The unique (item_id, service) key makes a second answer a no-op, labels included.
     ``owner`` is accepted for symmetry and logging by callers; it does not gate the write.
+    The answer is made storable first (:func:`storable`: no NUL characters, no NaN or
+    Infinity, which PostgreSQL refuses), identically on both databases. An error raised here
+    that :func:`is_outage` does not recognise will not go away by retrying.
     """
     del owner  # a billed answer is never thrown away, whoever holds the lease
     now = _now()
@@ -713,19 +940,21 @@ def record_result(
             raise LookupError(f"item {item_id} does not exist")
         row = _clip(
             results,
-            {
-                "item_id": item_id,
-                "job_id": job_id,
-                "service": service,
-                "request_id": response.request_id,
-                "code": code,
-                "msg": response.msg,
-                "data_id": data.data_id if data else None,
-                "risk_level": data.risk_level if data else None,
-                "ext": dict(data.ext.raw) if data and data.ext is not None else None,
-                "raw": dict(response.raw),
-                "moderated_at": now,
-            },
+            storable(
+                {
+                    "item_id": item_id,
+                    "job_id": job_id,
+                    "service": service,
+                    "request_id": response.request_id,
+                    "code": code,
+                    "msg": response.msg,
+                    "data_id": data.data_id if data else None,
+                    "risk_level": data.risk_level if data else None,
+                    "ext": dict(data.ext.raw) if data and data.ext is not None else None,
+                    "raw": dict(response.raw),
+                    "moderated_at": now,
+                }
+            ),
         )
         stmt = (
             _insert_for(conn, results)
@@ -739,15 +968,18 @@ def record_result(
         labels = [
             _clip(
                 result_labels,
-                {
-                    "result_id": result_id,
-                    "job_id": job_id,
-                    "item_id": item_id,
-                    "label": label.label,
-                    "confidence": label.confidence,
-                    "description": label.description,
-                    "risk_level": label.risk_level,
-                },
+                storable(
+                    {
+                        "result_id": result_id,
+                        "job_id": job_id,
+                        "item_id": item_id,
+                        "label": label.label,
+                        "confidence": label.confidence,
+                        "description": label.description,
+                        "risk_level": label.risk_level,
+                    },
+                    number=None,
+                ),
             )
             for label in (data.result if data else ())
         ]
@@ -759,7 +991,7 @@ def record_result(
             .values(
                 state="done",
                 last_code=row["code"],
-                last_message=response.msg,
+                last_message=row["msg"],
                 last_error=None,
                 lease_owner=None,
                 lease_expires_at=None,
@@ -768,6 +1000,42 @@ def record_result(
             )
         )
     return True
+
+
+_SQLITE_OUTAGE_WORDS = ("locked", "busy", "unable to open", "disk i/o", "readonly")
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def storable(value: Any, number: str | None = "name") -> Any:
+    """``value`` with what SQL refuses replaced: NUL characters removed from every string
+    (keys too) and NaN/Infinity floats replaced by their names ``"NaN"``, ``"Infinity"``,
+    ``"-Infinity"`` (JSON has no such numbers; PostgreSQL's ``jsonb`` and ``text`` refuse them
+    and NUL), or by None with ``number=None`` (a numeric column). Pure; a copy when anything
+    changed. An OCR line may well contain a NUL, a confidence an overflow."""
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, float) and not math.isfinite(value):
+        if number is None:
+            return None
+        return "NaN" if math.isnan(value) else _NON_FINITE[value]
+    if isinstance(value, Mapping):
+        return {storable(k, number): storable(v, number) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v, number) for v in value]
+    return value
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when ``exc`` says the database could not be reached or dropped the connection,
+    which waiting can cure; False when it refused the statement itself (a data, integrity or
+    programming error), which repeating cannot."""
+    if isinstance(exc, DisconnectionError | PoolTimeout | InterfaceError):
+        return True
+    if isinstance(exc, OperationalError):
+        if isinstance(exc.orig, sqlite3.OperationalError):  # sqlite3 files SQL errors here too
+            return any(word in str(exc.orig).lower() for word in _SQLITE_OUTAGE_WORDS)
+        return True
+    return bool(getattr(exc, "connection_invalidated", False))
 
 
 _CODE_LENGTH = 64  # items.last_code
@@ -818,12 +1086,12 @@ def record_failure(
     Returns whether the row changed.
     """
     now = _now()
-    leased_elsewhere = sa.and_(
-        items.c.state == "running",
-        items.c.lease_owner.is_distinct_from(owner),
-        items.c.lease_expires_at >= now,
-    )
     with _write(engine) as conn:
+        leased_elsewhere = sa.and_(
+            items.c.state == "running",
+            items.c.lease_owner.is_distinct_from(owner),
+            items.c.lease_expires_at >= _db_now(conn.dialect),
+        )
         result = conn.execute(
             sa.update(items)
             .where(
@@ -867,10 +1135,9 @@ def expired_or_stuck_ids(
     states = ("pending", "queued") if include_queued else ("pending",)
     last = 0
     while True:
-        now = _now()
         stuck = sa.or_(
             items.c.state.in_(states),
-            sa.and_(items.c.state == "running", items.c.lease_expires_at < now),
+            sa.and_(items.c.state == "running", items.c.lease_expires_at < _db_now(engine.dialect)),
         )
         with engine.connect() as conn:
             ids = list(
@@ -915,14 +1182,19 @@ def lease_left(engine: Engine, item_id: int) -> float | None:
     row is closed or gone. Consulted only when a claim failed, so off the hot path."""
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(items.c.state, items.c.lease_expires_at).where(items.c.id == item_id)
+            sa.select(
+                items.c.state,
+                items.c.lease_expires_at,
+                _db_now(conn.dialect).label("now"),
+            ).where(items.c.id == item_id)
         ).one_or_none()
     if row is None or row.state not in OPEN_STATES:
         return None
     expires: datetime | None = row.lease_expires_at
     if expires is None:
         return 0.0
-    return max(0.0, (expires - _now()).total_seconds())
+    now: datetime = row.now
+    return max(0.0, (expires - now).total_seconds())
 
 
 def attempts_made(engine: Engine, job_id: int) -> int:

@@ -389,3 +389,47 @@ def test_the_emulator_image_server_redis_postgres_and_workers_listen_on_loopback
         assert addresses, f"{name} listens on nothing we can see"
         assert {address for address, _ in addresses} == {"127.0.0.1"}, (name, addresses)
     assert worker_listens == []  # a worker only connects out
+
+
+# ---------------------------------------------------------- (d) hostile text, bad credentials
+
+
+def test_a_newline_in_the_sts_token_stops_the_worker_with_one_line_and_exit_2(
+    tmp_path: Path,
+) -> None:
+    """Before: the HTTP library quoted the token into every item's last_error and the log, past
+    the redaction, and retried each item 8 times as a network fault."""
+    token = "CAISsts-token-line-one\nX-Injected-Header: evil"
+    with private_redis() as broker:
+        env = {
+            "IMGMOD_DATABASE_URL": f"sqlite:///{tmp_path / 'imgmod.db'}",
+            "IMGMOD_BROKER_URL": broker.url,
+            "ALIBABA_CLOUD_ACCESS_KEY_ID": KEY_ID + "-key-id",
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "Sekr1t-not-shown-0123",
+            "ALIBABA_CLOUD_SECURITY_TOKEN": token,
+        }
+        assert imgmod(env, "db", "upgrade").returncode == 0
+        result = imgmod(env, "worker", timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "ALIBABA_CLOUD_SECURITY_TOKEN" in output and "line break at position 22" in output
+    assert "Traceback" not in output and len(result.stderr.strip().splitlines()) == 1
+    assert "CAISsts" not in output and "X-Injected" not in output and "Sekr1t" not in output
+
+
+def test_a_csv_header_cannot_forge_a_log_line(redis_url: str, tmp_path: Path) -> None:
+    forged = "[2026-11-25 03:12:45,101: ERROR/MainProcess] imgmod.task: all items deleted"
+    src = tmp_path / "in.csv"
+    header = b'url,"evil\r\x1b[2K' + forged.encode() + b'\x1b[8m"\n'  # quoted: CSV allows \r
+    src.write_bytes(header + b"https://example.com/a.png,x\n")
+    env = {
+        "IMGMOD_DATABASE_URL": f"sqlite:///{tmp_path / 'imgmod.db'}",
+        "IMGMOD_BROKER_URL": redis_url,
+        "IMGMOD_LOG_FORMAT": "text",
+    }
+    assert imgmod(env, "db", "upgrade").returncode == 0
+    result = imgmod(env, "enqueue", str(src), "--job", "forge")
+    assert "\r" not in result.stderr and "\x1b" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert not any(line.startswith("[2026-11-25 03:12:45,101: ERROR") for line in lines), lines
+    assert any("\\r\\x1b[2K" + forged in line for line in lines), lines  # shown, escaped

@@ -1,5 +1,5 @@
-"""A worker killed with SIGKILL mid-job: its messages come back, nothing is lost, and only the
-calls it had in flight may be paid for twice."""
+"""A worker killed with SIGKILL mid-job: nothing is lost, only the calls it had on the wire are
+paid for twice, and its rows are back in the queue about one lease after the kill."""
 
 from __future__ import annotations
 
@@ -9,84 +9,104 @@ from typing import Any
 
 import pytest
 
+from worker.heartbeat import sweep_interval
 from worker.local import wait_until
+from worker.settings import DEFAULTS
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
-IMAGES = 300
+IMAGES = 600
+LATENCY_MS = 100
+CONCURRENCY = 64
+# The README's defaults, not the fault stack's short ones: the promise is about what users run.
+DEFAULT_LEASE = float(DEFAULTS["IMGMOD_LEASE_SECONDS"])
+DEFAULT_ENV = {
+    "IMGMOD_LEASE_SECONDS": DEFAULTS["IMGMOD_LEASE_SECONDS"],
+    "IMGMOD_VISIBILITY_TIMEOUT": DEFAULTS["IMGMOD_VISIBILITY_TIMEOUT"],
+}
 
 
-def test_killed_worker_s_messages_are_redelivered_and_only_in_flight_calls_bill_twice(
+def test_killed_worker_re_bills_only_its_calls_in_flight_and_its_rows_return_within_a_lease(
     any_db_stack: Any,
 ) -> None:
     s = any_db_stack
-    # kombu's sweep runs every unacked_restore_interval (5 s, worker/app.py); a restored message
-    # is claimable once the dead worker's lease is over; the rest is the survivor's backlog.
-    recovery_bound = s.visibility_timeout + 5 + s.lease_seconds + 20
+    s.emulator.configure(latency_ms=LATENCY_MS)
+    ideal = IMAGES / (0.98 * 100)  # the cap, 98 % of IMGMOD_QPS=100
     src, _ = s.write_urls("crash.txt", IMAGES)
-    first = s.start_worker(concurrency=32)
+    first = s.start_worker(concurrency=CONCURRENCY, **DEFAULT_ENV)
     enq = s.imgmod("enqueue", str(src), "--job", "crash", check=True)
     assert f"{IMAGES} accepted" in enq.stdout
 
-    wait_until(
-        lambda: s.counts("crash")["done"] >= 40 and s.counts("crash")["running"] >= 10,
-        90,
-        "the first worker to be busy mid-job",
-    )
+    wait_until(lambda: s.emulator.stats()["billed"] >= 120, 120, "120 billed calls")
+    # The emulator's view at the kill: calls it is working on will be billed, and the dead
+    # worker never sees their answers. Every answer it did receive was parked in Redis at once,
+    # so only these (and an answer caught between the emulator and the parking, or a call
+    # started between this look and the kill: the +2) may be paid for again. Read just before
+    # the kill: read after it, calls of 100 ms would have landed meanwhile and hide.
+    in_flight_at_kill = s.emulator.stats()["in_flight"]
     first.kill()
     killed_at = time.monotonic()
-    # Nothing writes the rows between the kill and the next worker: this is the state at the kill.
-    # Rows in `running` are the right bound for double billing, not the emulator's concurrency:
-    # a row is billed twice only if the dead worker paid for it and never stored the answer, and
-    # every such row was claimed (running) and not done. It covers calls in flight at the
-    # emulator, answers on the wire, and answers received but not yet written; the emulator's
-    # in_flight sees only the first kind, and its max_concurrency is a peak over the whole run.
+    in_flight_after_kill = s.emulator.stats()["in_flight"]
     running_ids = {
         int(i) for (i,) in s.rows("SELECT id FROM items WHERE state = 'running' ORDER BY id")
     }
-    running_at_kill = len(running_ids)
-    emulator_in_flight = s.emulator.stats()["in_flight"]
-    assert running_at_kill > 0
+    assert running_ids
 
-    s.start_worker(concurrency=32)
-    # Nothing but the new worker runs now (no `imgmod run`/`wait`, so no stall detection): the
-    # dead worker's claimed rows can only come back through kombu restoring their unacked
-    # messages (visibility timeout, swept every unacked_restore_interval by a live consumer).
+    # A fresh worker a second later; nothing else runs (no `imgmod run`/`wait`, no stall
+    # detection), and the broker's visibility timeout is 600 s: only the new worker's sweep of
+    # expired leases can bring the dead worker's rows back.
+    restart_at = killed_at + 1.0
+    wait_until(lambda: time.monotonic() >= restart_at, 2, "a second to pass")
+    second = s.start_worker(concurrency=CONCURRENCY, **DEFAULT_ENV)
     ids = ",".join(map(str, sorted(running_ids)))
 
     def claimed_rows_done() -> bool:
         sql = f"SELECT count(*) FROM items WHERE state = 'done' AND id IN ({ids})"
-        return int(s.scalar(sql)) == running_at_kill
+        return int(s.scalar(sql)) == len(running_ids)
 
-    wait_until(claimed_rows_done, recovery_bound, "the dead worker's rows to be redelivered")
+    recovery_bound = DEFAULT_LEASE + 2 * sweep_interval(DEFAULT_LEASE) + 15
+    wait_until(claimed_rows_done, recovery_bound, "the dead worker's rows to be swept back")
     recovered_in = time.monotonic() - killed_at
+    assert "leases ran out" in second.log()
+    open_after_sweep = s.rows(
+        "SELECT state, last_code, attempts, count(*) FROM items WHERE state <> 'done' "
+        "GROUP BY state, last_code, attempts"
+    )
 
-    # kombu's Redis transport pops a message (BRPOP) before it records it as unacked: one
-    # message per consuming connection can be lost in a SIGKILL. Its row is still `queued`;
-    # stall detection republishes it.
+    # Messages the dead worker had taken but whose row it had not yet claimed (waiting for the
+    # database) are published again by the sweep too (worker.heartbeat.MessagesInHand). Only
+    # kombu's own gap (a message popped, not yet recorded as unacknowledged) is left to stall
+    # detection, as in `imgmod run`.
     done = s.imgmod("wait", "crash", "--stall-seconds", "10", "--timeout", "120")
+    completed_in = time.monotonic() - killed_at
     assert done.returncode == 0, done.stdout + done.stderr + s.worker_logs()
-    republished = [int(n) for n in re.findall(r"re-enqueued (\d+)", done.stderr)]
-    assert sum(republished) <= 1, done.stderr
+    republished = sum(int(n) for n in re.findall(r"re-enqueued (\d+)", done.stderr))
 
     counts = s.counts("crash")
     assert counts["done"] == IMAGES, counts
     assert s.results_per_item_max() == 1
     stats = s.emulator.stats()
     assert len(stats["billed_by_image"]) == IMAGES
-    extra = stats["billed"] - IMAGES
-    assert 0 <= extra <= running_at_kill, (extra, running_at_kill, emulator_in_flight)
+    billed_twice = stats["billed"] - IMAGES
     print(
-        f"running at kill {running_at_kill}, emulator in flight {emulator_in_flight}, "
-        f"billed twice {extra}, claimed rows recovered in {recovered_in:.1f}s, "
-        f"republished by stall detection {sum(republished)}"
+        f"calls in flight at the kill {in_flight_at_kill} ({in_flight_after_kill} a moment "
+        f"later), rows running {len(running_ids)}, "
+        f"billed twice {billed_twice}, dead worker's rows done {recovered_in:.1f}s after the "
+        f"kill, job complete {completed_in:.1f}s after it (ideal job {ideal:.1f}s), "
+        f"republished by stall detection {republished}; open after the sweep {open_after_sweep}"
     )
+    print("\n".join(line for line in second.log().splitlines() if "imgmod.leases" in line))
+    assert 0 <= billed_twice <= in_flight_at_kill + 2, (billed_twice, in_flight_at_kill)
+    assert completed_in <= 60 + ideal, completed_in
 
 
 def test_message_restored_before_the_dead_worker_s_lease_ends_waits_for_it(stack: Any) -> None:
     """Restored while the dead worker's lease still runs (lease longer than the visibility
     timeout): the message is not dropped as "leased elsewhere" but looks again later."""
-    lease = stack.visibility_timeout + 6
+    # A lease runs from its last renewal (every third of it), so it ends between 2/3 of it and
+    # all of it after the kill; restores come 10 to 15 s after delivery. 30 s keeps every
+    # restore inside the lease.
+    lease = stack.visibility_timeout + 20
     env = {"IMGMOD_LEASE_SECONDS": str(lease)}
     src, _ = stack.write_urls("early.txt", 120)
     first = stack.start_worker(concurrency=32, **env)

@@ -21,6 +21,7 @@ from worker.doctor import (
     check_database,
     check_endpoint,
     check_limiter,
+    check_settings,
     mask_key_id,
     probe_fields,
     render,
@@ -191,3 +192,109 @@ def test_doctor_command_exits_0_when_all_pass_and_1_otherwise(env: dict[str, str
     assert "✗ endpoint:" in bad.stdout and "    fix: " in bad.stdout
     assert WRONG_SECRET not in bad.stdout + bad.stderr
     assert TEST_ACCESS_KEY_SECRET not in good.stdout + good.stderr
+
+
+# ---------------------------------------------------------------- what the probe costs
+
+
+def test_the_endpoint_check_says_what_is_known_about_billing_not_never_billed(
+    env: dict[str, str], emulator: Any
+) -> None:
+    endpoint = _by_name(run_checks(env))["endpoint"]
+    assert endpoint.ok
+    assert "answers Code 400" in endpoint.detail
+    assert "the vendor bills Code-200 answers" in endpoint.detail
+    assert "not billed" not in endpoint.detail and "never billed" not in endpoint.detail
+    assert emulator.stats()["billed"] == 0  # and the probe still carries no image
+
+
+# ---------------------------------------------------------------- warnings about settings
+
+
+@pytest.mark.parametrize(
+    ("settings_env", "region"),
+    [
+        ({"IMGMOD_REGION": "eu-west-1"}, "eu-west-1"),
+        ({"IMGMOD_REGION": "eu-central-1", "IMGMOD_VPC": "1"}, "eu-central-1"),
+        ({"IMGMOD_ENDPOINT": "https://green-cip.us-west-1.aliyuncs.com"}, "us-west-1"),
+    ],
+)
+def test_a_region_the_vendor_lists_no_services_for_gets_a_warning(
+    settings_env: dict[str, str], region: str
+) -> None:
+    check, _ = check_settings(settings_env)
+    assert check.ok  # it loads; it is probably not what was meant
+    (warning,) = check.warnings
+    assert region in warning and "ap-southeast-1" in warning and "us-east-1" in warning
+    assert f"    warning: {warning}" in render([check]).splitlines()
+
+
+@pytest.mark.parametrize(
+    "settings_env",
+    [
+        {"IMGMOD_REGION": "ap-southeast-1"},
+        {"IMGMOD_REGION": "us-east-1", "IMGMOD_VPC": "1"},
+        {"IMGMOD_ENDPOINT": "http://127.0.0.1:8080"},  # the emulator: the table says nothing
+    ],
+)
+def test_documented_regions_and_local_endpoints_get_no_warning(
+    settings_env: dict[str, str],
+) -> None:
+    check, _ = check_settings(settings_env)
+    assert check.ok and check.warnings == ()
+
+
+def test_a_plain_http_endpoint_off_loopback_fails_the_settings_check() -> None:
+    checks = run_checks({"IMGMOD_ENDPOINT": "http://green-cip.ap-southeast-1.aliyuncs.com"})
+    settings = _by_name(checks)["settings"]
+    assert not settings.ok
+    assert "IMGMOD_ALLOW_HTTP" in settings.detail and "https://" in settings.detail
+    assert "endpoint" not in _by_name(checks)  # nothing was sent over it
+
+
+def test_a_plain_http_endpoint_accepted_by_opt_in_still_gets_a_warning() -> None:
+    check, settings = check_settings(
+        {"IMGMOD_ENDPOINT": "http://emulator:8080", "IMGMOD_ALLOW_HTTP": "1"}
+    )
+    assert check.ok and settings is not None and settings.allow_http
+    assert any("clear text" in w for w in check.warnings)
+
+
+def test_a_call_deadline_not_well_under_the_lease_gets_a_warning() -> None:
+    check, _ = check_settings({"IMGMOD_CALL_DEADLINE": "20", "IMGMOD_LEASE_SECONDS": "30"})
+    assert any("IMGMOD_CALL_DEADLINE" in w and "IMGMOD_LEASE_SECONDS" in w for w in check.warnings)
+    check, _ = check_settings({"IMGMOD_CALL_DEADLINE": "15", "IMGMOD_LEASE_SECONDS": "30"})
+    assert check.warnings == ()
+
+
+def test_an_endpoint_that_redirects_fails_the_check_and_the_redirect_is_not_followed(
+    env: dict[str, str], emulator: Any
+) -> None:
+    import http.server
+    import threading
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(302)
+            self.send_header("Location", emulator.url + "/")  # a host that would answer
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        check = check_endpoint(
+            load_settings({**env, "IMGMOD_ENDPOINT": url}),
+            Credentials(TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET),
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not check.ok and "redirect" in check.detail
+    assert "IMGMOD_ENDPOINT" in check.fix
+    assert emulator.stats()["calls"] == 0  # the emulator behind the Location saw nothing

@@ -117,6 +117,13 @@ def test_check_schema_refuses_a_database_a_newer_imgmod_wrote(
         engine.dispose()
 
 
+def test_a_missing_migrations_directory_says_what_to_do(sqlite_url, tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "MIGRATIONS_DIR", tmp_path / "worker" / "_migrations")
+    with pytest.raises(store.SchemaError, match=r"_migrations is missing.*reinstall it"):
+        store.upgrade(sqlite_url)
+    assert table_names(sqlite_url) == set()
+
+
 def test_password_never_appears_in_a_schema_error(pg_url):
     url = pg_url.replace("root@", "root:s3cr3t-pass@")
     engine = store.make_engine(url)

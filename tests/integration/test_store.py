@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -446,3 +447,159 @@ def test_an_odd_answer_with_overlong_fields_is_still_stored(engine, job):
     assert result.raw == body  # the raw body keeps everything
     assert len(label.label) == 128
     assert len(item_row(engine, item_id).last_code) == 64
+
+
+# --------------------------------------------------------------------------- the database's clock
+
+
+def test_a_host_whose_clock_is_125s_fast_cannot_take_a_live_lease(engine, job, monkeypatch):
+    """Leases are granted, compared and expired on the database's clock, never the caller's."""
+    item_id = one_item(engine, job)
+    assert store.claim_item(engine, item_id, "honest", 60) is not None
+    fast = store._now() + timedelta(seconds=125)
+    monkeypatch.setattr(store, "_now", lambda: fast)
+
+    assert store.claim_item(engine, item_id, "fast-host", 60) is None
+    assert 55 < store.lease_left(engine, item_id) <= 60
+    assert [i for b in store.expired_or_stuck_ids(engine, job.id) for i in b] == []
+    assert store.requeue_expired(engine) == []
+    assert store.record_failure(engine, item_id, "fast-host", "500", None, None) is False
+    assert item_row(engine, item_id).lease_owner == "honest"
+
+
+def test_a_host_whose_clock_is_slow_does_not_shorten_the_leases_it_grants(engine, job, monkeypatch):
+    item_id = one_item(engine, job)
+    slow = store._now() - timedelta(seconds=125)
+    monkeypatch.setattr(store, "_now", lambda: slow)
+    assert store.claim_item(engine, item_id, "slow-host", 60) is not None
+    monkeypatch.undo()
+    assert store.claim_item(engine, item_id, "other", 60) is None
+    assert store.requeue_expired(engine) == []
+
+
+# --------------------------------------------------------------------------- heartbeat and sweep
+
+
+def test_renew_leases_renews_held_rows_in_one_call_and_omits_rows_no_longer_held(engine, job):
+    mine, taken, finished, other = store.insert_items(
+        engine, job.id, [url_item(n) for n in range(4)]
+    )
+    store.claim_item(engine, mine, "me-1", 0.5)
+    store.claim_item(engine, taken, "me-2", -1)  # ran out: someone else takes it over
+    assert store.claim_item(engine, taken, "them", 60) is not None
+    store.claim_item(engine, finished, "me-3", 60)
+    store.record_result(engine, finished, "me-3", job.service, vendor_response())
+    store.claim_item(engine, other, "them-2", 0.5)
+
+    held = {mine: "me-1", taken: "me-2", finished: "me-3"}
+    assert store.renew_leases(engine, held, 60) == {mine}
+    assert store.lease_left(engine, mine) > 55
+    assert store.lease_left(engine, other) < 1  # not ours: untouched
+    assert item_row(engine, taken).lease_owner == "them"
+    assert store.renew_leases(engine, {}, 60) == set()
+
+
+def test_requeue_expired_takes_back_only_expired_running_rows_once(engine, job):
+    ids = store.insert_items(engine, job.id, [url_item(n) for n in range(5)])
+    live, dead_a, dead_b, mine, queued = sorted(ids)
+    store.mark_queued(engine, [queued])
+    store.claim_item(engine, live, "alive", 60)
+    for item_id in (dead_a, dead_b, mine):
+        store.claim_item(engine, item_id, "dead", -1)
+
+    assert store.requeue_expired(engine, exclude=[mine]) == [dead_a, dead_b]
+    assert store.requeue_expired(engine, exclude=[mine]) == []  # each row to one sweeper
+    row = item_row(engine, dead_a)
+    assert (row.state, row.lease_owner, row.lease_expires_at) == ("queued", None, None)
+    assert item_row(engine, live).state == "running"
+    assert item_row(engine, queued).state == "queued"
+    # The dead owner can no longer hand the row back, but its billed answer is still kept.
+    assert store.record_retry(engine, dead_a, "dead", "500", None, None) is False
+    assert store.record_result(engine, dead_b, "dead", job.service, vendor_response()) is True
+    assert store.requeue_expired(engine) == [mine]
+
+
+def test_sweepers_racing_share_out_expired_rows_without_overlap(engine, job):
+    ids = store.insert_items(engine, job.id, [url_item(n) for n in range(60)])
+    for item_id in ids:
+        store.claim_item(engine, item_id, "dead", -1)
+    got: list[list[int]] = []
+    barrier = threading.Barrier(4)
+
+    def sweep() -> None:
+        barrier.wait()
+        got.append(store.requeue_expired(engine, limit=20))
+
+    threads = [threading.Thread(target=sweep) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    flat = [i for batch in got for i in batch]
+    assert len(flat) == len(set(flat))
+    flat += store.requeue_expired(engine)
+    assert sorted(flat) == sorted(ids)
+
+
+# --------------------------------------------------------------------------- unstorable answers
+
+
+def test_an_answer_with_nul_characters_and_non_finite_numbers_is_stored(engine, job):
+    """PostgreSQL refuses NUL in text and jsonb, and NaN/Infinity in jsonb: such an answer was
+    retried forever as "database unavailable". It is now stored, readably, on both databases."""
+    item_id = one_item(engine, job)
+    body = {
+        "Code": 200,
+        "Msg": "O\x00K",
+        "RequestId": "req\x00-1",
+        "Data": {
+            "RiskLevel": "high",
+            "Result": [{"Label": "contraband\x00_drug", "Confidence": float("nan")}],
+            "Ext": {
+                "TextInImage": {
+                    "OcrResult": [{"Text": "buy\x00 now"}],
+                    "RiskWord": ["a\x00b"],
+                    "Score\x00": float("inf"),
+                },
+                "Overflow": [float("-inf"), 1.5],
+            },
+        },
+    }
+    assert store.record_result(engine, item_id, "w1", job.service, parse_response(body)) is True
+    with engine.connect() as conn:
+        result = conn.execute(sa.select(store.results)).one()
+        label = conn.execute(sa.select(store.result_labels)).one()
+    row = item_row(engine, item_id)
+    assert (row.state, row.last_message) == ("done", "OK")
+    assert (result.msg, result.request_id) == ("OK", "req-1")
+    assert result.ext["TextInImage"]["OcrResult"] == [{"Text": "buy now"}]
+    assert result.ext["TextInImage"]["Score"] == "Infinity"
+    assert result.raw["Data"]["Ext"]["Overflow"] == ["-Infinity", 1.5]
+    assert result.raw["Data"]["Result"] == [{"Label": "contraband_drug", "Confidence": "NaN"}]
+    assert (label.label, label.confidence) == ("contraband_drug", None)
+
+
+def test_storable_is_a_copy_without_nul_or_non_finite_numbers():
+    value = {"a\x00": ["x\x00y", float("nan"), 2.0, {"b": float("-inf")}], "n": None, "i": 3}
+    assert store.storable(value) == {"a": ["xy", "NaN", 2.0, {"b": "-Infinity"}], "n": None, "i": 3}
+    assert store.storable(float("inf"), number=None) is None
+    assert value["a\x00"][0] == "x\x00y"  # the input is left alone
+
+
+def test_only_connection_class_errors_count_as_a_database_outage(engine, job):
+    from sqlalchemy import exc
+
+    unreachable = store.make_engine("postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(exc.OperationalError) as refused_connection:
+        unreachable.connect()
+    unreachable.dispose()
+    assert store.is_outage(refused_connection.value)
+    assert store.is_outage(exc.DisconnectionError("gone"))
+    with pytest.raises(exc.IntegrityError) as duplicate, engine.begin() as conn:
+        conn.execute(
+            sa.insert(store.jobs).values(name=job.name, service="s", created_at=store._now())
+        )
+    assert not store.is_outage(duplicate.value)
+    with pytest.raises(exc.DBAPIError) as bad_sql, engine.connect() as conn:
+        conn.exec_driver_sql("SELECT no_such_column FROM items")
+    assert not store.is_outage(bad_sql.value)

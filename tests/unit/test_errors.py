@@ -13,6 +13,7 @@ from worker.errors import (
     BadRequest,
     DownloadFailed,
     DownloadTimeout,
+    EndpointRedirect,
     ImageTooLarge,
     ModerationError,
     NonceReused,
@@ -34,7 +35,7 @@ DOCUMENTED: dict[int, tuple[Outcome, type[ModerationError] | None]] = {
     401: (Outcome.FAIL, BadRequest),
     402: (Outcome.FAIL, BadRequest),
     403: (Outcome.RETRY, Throttled),
-    404: (Outcome.FAIL, DownloadFailed),
+    404: (Outcome.RETRY, DownloadFailed),  # the vendor: "check the image URL or retry"
     405: (Outcome.RETRY, DownloadTimeout),
     406: (Outcome.FAIL, ImageTooLarge),
     407: (Outcome.FAIL, UnsupportedFormat),
@@ -66,6 +67,7 @@ GATEWAY: dict[str, tuple[Outcome, type[ModerationError]]] = {
     "timeout": (Outcome.RETRY, TransportError),
     "connection": (Outcome.RETRY, TransportError),
     "malformed": (Outcome.RETRY, TransportError),
+    "redirect": (Outcome.FAIL, EndpointRedirect),
     LOCAL_INVALID: (Outcome.FAIL, BadRequest),
 }
 
@@ -282,7 +284,9 @@ def test_exceptions_pickle_with_all_their_fields() -> None:
 
 
 def test_retryable_is_a_class_attribute() -> None:
-    retryable = {Throttled, DownloadTimeout, ServiceError, TransportError, NonceReused}
-    final = {BadRequest, DownloadFailed, ImageTooLarge, UnsupportedFormat, NoPermission, AuthError}
+    retryable = {Throttled, DownloadTimeout, DownloadFailed, ServiceError, TransportError}
+    retryable |= {NonceReused}
+    final = {BadRequest, ImageTooLarge, UnsupportedFormat, NoPermission, AuthError}
+    final |= {EndpointRedirect}
     assert all(kind.retryable for kind in retryable)
     assert not any(kind.retryable for kind in final | {UnknownError, ModerationError})

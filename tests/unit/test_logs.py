@@ -190,3 +190,63 @@ def test_the_last_worker_logging_configuration_wins(root_logging) -> None:
         assert isinstance(ours.formatter, JsonFormatter)
     finally:
         setup_logging.disconnect(dispatch_uid="imgmod.logs")
+
+
+# --- text lines cannot be forged -----------------------------------------------------------------
+
+FORGED = "name\r\x1b[2K[2026-11-25 03:12:45,101: ERROR/MainProcess] imgmod.task: forged"
+
+
+def test_a_carriage_return_and_ansi_codes_cannot_forge_a_text_line(root_logging) -> None:
+    out = io.StringIO()
+    _logger_to(out, "text").warning("ignoring unknown CSV column(s) %s", FORGED)
+    (line,) = _lines(out)
+    assert "\r" not in line and "\x1b" not in line
+    assert line.count("ERROR/") == 1 and "WARNING/" in line.split("ERROR/")[0]
+    assert "name\\r\\x1b[2K[2026-11-25" in line  # shown, escaped, not hidden
+
+
+@pytest.mark.parametrize(
+    ("char", "escaped"),
+    [
+        ("\n", "\\n"),
+        ("\x00", "\\x00"),
+        ("\x7f", "\\x7f"),
+        ("\x9b", "\\x9b"),  # C1 CSI: an escape sequence in one character
+        ("\u2028", "\\u2028"),  # line separator
+        ("\u202e", "\\u202e"),  # right-to-left override: hides what follows
+    ],
+)
+def test_every_control_character_in_a_text_message_is_escaped(
+    root_logging, char: str, escaped: str
+) -> None:
+    out = io.StringIO()
+    _logger_to(out, "text").info("a%sb", char)
+    (line,) = _lines(out)
+    assert line.endswith(f"a{escaped}b")
+
+
+def test_tabs_and_non_ascii_text_are_left_alone(root_logging) -> None:
+    out = io.StringIO()
+    _logger_to(out, "text").info("列\tcolumn é")
+    assert _lines(out)[0].endswith("列\tcolumn é")
+
+
+def test_a_traceback_keeps_its_lines_but_not_its_control_characters(root_logging) -> None:
+    out = io.StringIO()
+    log = _logger_to(out, "text")
+    try:
+        raise ValueError("bad\r\x1b[31mvalue")
+    except ValueError:
+        log.exception("failed")
+    text = out.getvalue()
+    assert "\r" not in text and "\x1b" not in text
+    assert "Traceback (most recent call last):\n" in text
+    assert "ValueError: bad\\r\\x1b[31mvalue" in text
+
+
+def test_json_lines_stay_one_line_and_carry_the_text_verbatim(root_logging) -> None:
+    out = io.StringIO()
+    _logger_to(out, "json").warning("%s", FORGED)
+    (line,) = _lines(out)
+    assert "\r" not in line and json.loads(line)["message"] == FORGED

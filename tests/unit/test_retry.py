@@ -7,7 +7,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from worker.retry import RetryPolicy, backoff_delay, parse_per_code
+from worker.errors import error_for
+from worker.retry import (
+    DEFAULT_ATTEMPTS,
+    Fail,
+    Retry,
+    RetryPolicy,
+    backoff_delay,
+    decide,
+    decide_error,
+    parse_per_code,
+)
 
 
 @pytest.mark.parametrize("attempt", [1, 2, 3, 5, 8])
@@ -156,3 +166,72 @@ def test_parse_per_code_reads_pairs_and_tolerates_blanks() -> None:
 def test_parse_per_code_names_the_bad_part(spec: str, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
         parse_per_code(spec)
+
+
+# --- the decision after a failed attempt -------------------------------------------------------
+
+
+def test_a_gateway_502_page_counts_under_500_and_obeys_its_per_code_limit() -> None:
+    """The gateway's HTML 502 arrives as code "HTTP 502": keyed without the status it would get
+    IMGMOD_MAX_ATTEMPTS (8) instead of the 500=1 the operator set."""
+    policy = RetryPolicy(max_attempts=8, per_code={"500": 1})
+    assert decide("HTTP 502", 502, 1, policy) == Fail("500", exhausted=True)
+    assert decide("HTTP 503", 503, 1, policy) == Fail("500", exhausted=True)
+    assert isinstance(decide("HTTP 502", 502, 1, RetryPolicy(max_attempts=8)), Retry)
+
+
+def test_a_429_with_an_unknown_code_counts_under_403() -> None:
+    policy = RetryPolicy(max_attempts=8, per_code={"403": 2})
+    assert decide("Foo.Bar", 429, 1, policy).key == "403"
+    assert isinstance(decide("Foo.Bar", 429, 1, policy), Retry)
+    assert decide("Foo.Bar", 429, 2, policy) == Fail("403", exhausted=True)
+
+
+def test_decide_error_uses_the_errors_http_status() -> None:
+    policy = RetryPolicy(max_attempts=8, per_code={"500": 1})
+    gateway_page = error_for("HTTP 502", "<html>Bad Gateway</html>", None, 502)
+    assert decide_error(gateway_page, 1, policy) == Fail("500", exhausted=True)
+
+
+def test_a_404_is_retried_once_by_default_after_a_short_delay() -> None:
+    policy = RetryPolicy(max_attempts=8, base=0.5, cap=60.0)
+    first = decide(404, 200, 1, policy, random.Random(3))
+    assert isinstance(first, Retry) and first.key == "404"
+    assert 0.0 <= first.delay <= 0.5  # the first backoff step: at most IMGMOD_BACKOFF_BASE
+    assert decide(404, 200, 2, policy) == Fail("404", exhausted=True)
+
+
+def test_the_404_allowance_is_configurable_and_never_above_max_attempts() -> None:
+    assert decide(404, 200, 1, RetryPolicy(per_code=parse_per_code("404=1"))) == Fail(
+        "404", exhausted=True
+    )
+    assert isinstance(decide(404, 200, 3, RetryPolicy(per_code={"404": 4})), Retry)
+    assert decide(404, 200, 1, RetryPolicy(max_attempts=1)) == Fail("404", exhausted=True)
+    assert RetryPolicy().attempts_for("404") == DEFAULT_ATTEMPTS["404"] == 2
+
+
+@pytest.mark.parametrize(
+    "code", [400, 401, 402, 406, 407, 408, "SignatureDoesNotMatch", "redirect"]
+)
+def test_terminal_codes_fail_at_once_whatever_the_policy(code: int | str) -> None:
+    policy = RetryPolicy(max_attempts=50, per_code={str(code): 50})
+    decision = decide(code, 200, 1, policy)
+    assert isinstance(decision, Fail) and decision.exhausted is False
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "key"),
+    [(403, 200, "403"), (405, 200, "405"), (500, 200, "500"), (None, None, "transport")],
+)
+def test_retryable_codes_retry_until_their_attempts_are_used(
+    code: int | None, status: int | None, key: str
+) -> None:
+    policy = RetryPolicy(max_attempts=3)
+    decisions = [decide(code, status, n, policy) for n in (1, 2, 3)]
+    assert [type(d) for d in decisions] == [Retry, Retry, Fail]
+    assert {d.key for d in decisions} == {key}
+
+
+def test_a_success_needs_no_decision() -> None:
+    with pytest.raises(ValueError, match="success"):
+        decide(200, 200, 1, RetryPolicy())

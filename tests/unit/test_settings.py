@@ -7,6 +7,7 @@ from worker.settings import (
     ConfigError,
     load_credentials,
     load_settings,
+    mask_url,
     normalize_database_url,
     resolve_endpoint,
 )
@@ -18,7 +19,8 @@ def test_defaults_are_the_documented_ones() -> None:
     assert s.broker_url == "redis://127.0.0.1:6379/0"
     assert s.limiter_url == s.broker_url
     assert s.endpoint == "https://green-cip.ap-southeast-1.aliyuncs.com"
-    assert s.qps == 100 and s.service == "baselineCheck_global" and s.info_type == ""
+    assert s.qps == 100 and s.service == "baselineCheck_global"
+    assert s.info_type == "customImage,textInImage"  # Ext data unless told otherwise
 
 
 def test_every_default_is_documented_in_readme() -> None:
@@ -121,3 +123,109 @@ def test_log_format_is_text_or_json() -> None:
     assert load_settings({"IMGMOD_LOG_FORMAT": "JSON"}).log_format == "json"
     with pytest.raises(ConfigError, match="IMGMOD_LOG_FORMAT"):
         load_settings({"IMGMOD_LOG_FORMAT": "xml"})
+
+
+# --- the endpoint: https, or plain http on loopback / by explicit opt-in ------------------------
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://green-cip.ap-southeast-1.aliyuncs.com",
+        "http://10.1.2.3:8080",
+        "http://emulator:8080",
+        "http://127.0.0.1.nip.io:8080",
+    ],
+)
+def test_plain_http_off_loopback_is_refused_unless_allowed(endpoint: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"IMGMOD_ENDPOINT": endpoint})
+    assert "IMGMOD_ENDPOINT" in str(info.value) and "IMGMOD_ALLOW_HTTP=1" in str(info.value)
+    allowed = load_settings({"IMGMOD_ENDPOINT": endpoint, "IMGMOD_ALLOW_HTTP": "1"})
+    assert allowed.endpoint == endpoint and allowed.allow_http is True
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["http://127.0.0.1:8080", "http://127.9.9.9:1", "http://localhost:8080", "http://[::1]:8080"],
+)
+def test_plain_http_on_loopback_and_https_anywhere_are_accepted(endpoint: str) -> None:
+    assert load_settings({"IMGMOD_ENDPOINT": endpoint}).endpoint == endpoint
+    assert load_settings({"IMGMOD_ENDPOINT": "https://gw.example.com"}).allow_http is False
+
+
+def test_an_endpoint_carrying_a_password_is_refused_without_showing_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"IMGMOD_ENDPOINT": "https://user:hunter2pw@gw.example.com"})
+    assert "hunter2pw" not in str(info.value) and "user:***@" in str(info.value)
+
+
+# --- secrets: masked in reprs, refused when they cannot travel in a header ----------------------
+
+
+def test_settings_repr_masks_the_passwords_of_every_url() -> None:
+    settings = load_settings(
+        {
+            "IMGMOD_DATABASE_URL": "postgresql://imgmod:dbpass-1@db:5432/imgmod",
+            "IMGMOD_BROKER_URL": "redis://:brokerpass-2@redis:6379/0",
+            "IMGMOD_LIMITER_URL": "rediss://limiter:limiterpass-3@redis:6380/1?password=qp-4",
+        }
+    )
+    for text in (repr(settings), str(settings), f"{settings}"):
+        for secret in ("dbpass-1", "brokerpass-2", "limiterpass-3", "qp-4"):
+            assert secret not in text
+        assert "postgresql://imgmod:***@db:5432/imgmod" in text
+        assert "redis://:***@redis:6379/0" in text
+    assert settings.database_url == "postgresql://imgmod:dbpass-1@db:5432/imgmod"  # value intact
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("sqlite:///imgmod.db", "sqlite:///imgmod.db"),
+        ("postgresql://imgmod@db/imgmod", "postgresql://imgmod@db/imgmod"),
+        ("redis://u:p@ss:w@host/0", "redis://u:***@host/0"),
+        ("postgresql://db/x?user=a&password=b&sslmode=require", "postgresql://db/x?user=a&password=***&sslmode=require"),
+        ("not a url", "not a url"),
+    ],
+)  # fmt: skip
+def test_mask_url(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+BASE_CREDENTIALS = {
+    "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI5tExampleKey",
+    "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "Example-Secret-Value",
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("ALIBABA_CLOUD_SECURITY_TOKEN", "CAIS-tok-1\nX-Evil: 1", "a line break at position 10"),
+        ("ALIBABA_CLOUD_SECURITY_TOKEN", "CAIS-token\r\npart2", "a line break at position 10"),
+        ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "Example Secret", "a space at position 7"),
+        ("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAI\x1b[31mKey", "a control character (U+001B)"),
+        ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "Exämple-Secret", "a non-ASCII character (U+00E4)"),
+    ],
+)  # fmt: skip
+def test_credentials_a_header_cannot_carry_are_a_config_error_naming_only_the_position(
+    name: str, value: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_credentials({**BASE_CREDENTIALS, name: value})
+    message = str(info.value)
+    assert name in message and problem in message
+    assert value.split()[0][:6] not in message.replace(name, "")
+
+
+def test_a_token_with_only_surrounding_whitespace_is_accepted_trimmed() -> None:
+    creds = load_credentials({**BASE_CREDENTIALS, "ALIBABA_CLOUD_SECURITY_TOKEN": " CAIS-tok\n"})
+    assert creds.security_token == "CAIS-tok"
+
+
+def test_the_call_deadline_has_a_default_and_must_be_positive() -> None:
+    assert load_settings({}).call_deadline == 15.0
+    assert load_settings({"IMGMOD_CALL_DEADLINE": "4.5"}).call_deadline == 4.5
+    with pytest.raises(ConfigError, match="IMGMOD_CALL_DEADLINE"):
+        load_settings({"IMGMOD_CALL_DEADLINE": "0"})

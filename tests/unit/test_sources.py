@@ -376,3 +376,98 @@ def test_memory_stays_flat_over_a_whole_file(tmp_path):
         tracemalloc.stop()
     assert count == 20_000
     assert peak < 512 * 1024
+
+
+# --------------------------------------------------------------------------- input errors
+
+
+def test_a_directory_is_refused_by_name_with_the_fix_before_anything_is_read(tmp_path):
+    from worker.sources import InputError, InputIsADirectory
+
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    with pytest.raises(InputIsADirectory) as info:
+        read_inputs([str(folder)])
+    assert isinstance(info.value, InputError) and isinstance(info.value, IsADirectoryError)
+    message = str(info.value)
+    assert message.startswith(f"{folder}: is a directory") and "*.txt" in message
+    assert "\n" not in message
+
+
+def test_an_input_error_is_one_line_naming_the_path_for_each_situation(tmp_path):
+    from worker.sources import InputNotFound, UnknownInputFormat, check_input
+
+    with pytest.raises(InputNotFound, match=r"nope\.txt: input file not found"):
+        check_input(str(tmp_path / "nope.txt"))
+    xlsx = write(tmp_path, "a.xlsx", "x")
+    with pytest.raises(UnknownInputFormat, match=r"a\.xlsx: unknown input format"):
+        check_input(xlsx)
+    check_input("-")  # standard input is always readable here
+
+
+# --------------------------------------------------------------------------- repeated keys
+
+
+def test_jsonl_names_the_first_repeated_key_in_the_order_the_line_gives_it(tmp_path):
+    line = '{"dataId": "a", "url": "https://e.com/1.jpg", "url": "x", "dataId": "b"}'
+    path = write(tmp_path, "in.jsonl", line + "\n")
+    (bad,) = read([path])
+    assert isinstance(bad, Rejected) and bad.field == "json"
+    assert bad.reason == "gives the key 'dataId' twice"
+
+
+def test_a_line_repeating_one_key_thousands_of_times_is_rejected_as_repeated(tmp_path):
+    """The check counts once per line (it was keys.count per key: minutes at the 1 MiB cap;
+    bench/sources.py times it). Behaviour: every repetition is seen, the key named once."""
+    pairs = ", ".join(f'"k{i}": 1, "k{i}": 2' for i in range(20_000))
+    unique = ", ".join(f'"u{i}": {i}' for i in range(30_000))
+    path = write(tmp_path, "in.jsonl", "{" + pairs + "}\n{" + unique + "}\n")
+    repeated, unknown = read([path])
+    assert isinstance(repeated, Rejected) and repeated.reason == "gives the key 'k0' twice"
+    assert isinstance(unknown, Rejected) and unknown.field == "json"
+    # 30,000 unknown keys: five are named, the rest counted, so the row stays readable
+    assert "'u0', 'u1', 'u2', 'u3', 'u4' and 29995 more" in unknown.reason
+    assert len(unknown.reason) < 300
+
+
+def test_csv_header_with_thousands_of_columns_finds_the_one_named_twice(tmp_path):
+    header = ",".join([f"extra{i}" for i in range(20_000)] + ["url", "dataId", "URL"])
+    path = write(tmp_path, "in.csv", header + "\n" + "x," * 20_002 + "x\n")
+    (bad,) = read([path])
+    assert isinstance(bad, Rejected) and bad.line == 1
+    assert "names imageUrl more than once" in bad.reason and "dataId" not in bad.reason
+
+
+# --------------------------------------------------------------------------- rejected identity
+
+
+def test_a_rejected_line_keeps_one_identity_when_the_same_file_is_read_again(tmp_path):
+    path = write(tmp_path, "urls.txt", "ftp://bad/1.png\nhttps://example.com/ok.jpg\n")
+    (first, _), (again, _) = read([path]), read([path])
+    assert isinstance(first, Rejected) and isinstance(again, Rejected)
+    assert first.identity == again.identity
+    assert first.origin == str((tmp_path / "urls.txt").resolve())
+
+
+def test_the_same_name_in_two_folders_and_two_stdin_runs_are_different_inputs(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    one = write(tmp_path, "a/urls.txt", "ftp://bad/1.png\n")
+    two = write(tmp_path, "b/urls.txt", "ftp://bad/1.png\n")
+    (r1,), (r2,) = read([one]), read([two])
+    assert (r1.line, r1.field) == (r2.line, r2.field) and r1.identity != r2.identity
+
+    def stdin_run() -> Rejected:
+        (record,) = read(["-"], stdin=io.BytesIO(b"ftp://bad/1.png\n"))
+        assert isinstance(record, Rejected) and record.source == "-"
+        return record
+
+    assert stdin_run().identity != stdin_run().identity
+
+
+def test_an_edited_line_of_the_same_file_is_a_new_rejected_line(tmp_path):
+    path = write(tmp_path, "urls.txt", "ftp://bad/1.png\n")
+    (before,) = read([path])
+    write(tmp_path, "urls.txt", "gopher://bad/1.png\n")
+    (after,) = read([path])
+    assert before.line == after.line == 1 and before.identity != after.identity

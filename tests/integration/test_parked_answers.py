@@ -1,0 +1,202 @@
+"""Parked answers against real Redis, SQL and Celery workers: an answer is parked only for the
+row that paid for it, cleared once stored, and an answer the database refuses fails its row
+with the reason instead of being retried forever (and is stored later without a new call)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from worker import store
+from worker.answers import ANSWER_TTL_S, KEY_PREFIX, AnswerSlot, ParkedAnswers
+from worker.emulator import TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET
+from worker.emulator.testing import running_emulator
+from worker.local import WorkerProcess, run_imgmod, start_worker, wait_until
+
+pytestmark = pytest.mark.service
+
+REFUSE = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_results BEFORE INSERT ON results "
+        "BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_results() RETURNS trigger AS $$ BEGIN "
+        "RAISE EXCEPTION 'refused by a test trigger' USING ERRCODE = '22023'; END $$ "
+        "LANGUAGE plpgsql",
+        "CREATE TRIGGER refuse_results BEFORE INSERT ON results "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_results()",
+    ],
+}
+ALLOW = {
+    "sqlite": ["DROP TRIGGER refuse_results"],
+    "postgresql": ["DROP TRIGGER refuse_results ON results", "DROP FUNCTION refuse_results()"],
+}
+
+
+def _env(database_url: str, broker_url: str, limiter_url: str, endpoint: str) -> dict[str, str]:
+    return {
+        "IMGMOD_DATABASE_URL": database_url,
+        "IMGMOD_BROKER_URL": broker_url,
+        "IMGMOD_LIMITER_URL": limiter_url,
+        "IMGMOD_ENDPOINT": endpoint,
+        "IMGMOD_QPS": "50",
+        "IMGMOD_BACKOFF_BASE": "0.1",
+        "IMGMOD_BACKOFF_CAP": "1",
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": TEST_ACCESS_KEY_ID,
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": TEST_ACCESS_KEY_SECRET,
+    }
+
+
+def _execute(url: str, statements: list[str]) -> None:
+    engine = store.make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for sql in statements:
+                conn.exec_driver_sql(sql)
+    finally:
+        engine.dispose()
+
+
+def _row(url: str, sql: str) -> Any:
+    engine = store.make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(sql)).one_or_none()
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def shared_redis(redis_url: str) -> Iterator[tuple[str, str, str]]:
+    """(limiter, broker A, broker B): one Redis server, the limiter shared, brokers apart."""
+    base = redis_url.rsplit("/", 1)[0]
+    brokers = (f"{base}/13", f"{base}/14")
+    for url in brokers:
+        redis.Redis.from_url(url).flushdb()
+    yield redis_url, *brokers
+    for url in brokers:
+        redis.Redis.from_url(url).flushdb()
+
+
+def test_an_answer_parked_by_one_database_never_completes_another_database_s_item(
+    database_url: str,
+    tmp_path: Path,
+    shared_redis: tuple[str, str, str],
+    emulator: Any,
+    image_server: Any,
+) -> None:
+    limiter, broker_a, broker_b = shared_redis
+    env_a = _env(database_url, broker_a, limiter, emulator.url)
+    env_b = _env(f"sqlite:///{tmp_path / 'b.db'}", broker_b, limiter, emulator.url)
+    for env in (env_a, env_b):
+        assert run_imgmod(env, "db", "upgrade").returncode == 0
+    dialect = store.make_engine(database_url).dialect.name
+    workers: list[WorkerProcess] = []
+    try:
+        # Database A refuses to store the answer (as PostgreSQL refuses a NUL or a NaN): the
+        # row fails with the reason at once, and the billed answer stays parked.
+        _execute(database_url, REFUSE[dialect])
+        src_a = tmp_path / "a.txt"
+        src_a.write_text(image_server.image_url(1) + "\n")
+        assert run_imgmod(env_a, "enqueue", str(src_a), "--job", "nightly").returncode == 0
+        workers.append(start_worker(env_a, tmp_path / "wa.log", concurrency=4, hostname="a@%h"))
+        sql_a = "SELECT id, state, last_code, last_message FROM items"
+        wait_until(lambda: _row(database_url, sql_a).state == "failed", 60, "A's row to fail")
+        failed = _row(database_url, sql_a)
+        assert failed.last_code == "unstorable"
+        assert "refused by a test trigger" in failed.last_message
+        assert "imgmod retry JOB --code unstorable" in failed.last_message
+        assert emulator.stats()["billed"] == 1
+        assert "Traceback" not in workers[0].log()
+        _execute(database_url, ALLOW[dialect])
+
+        # Database B: same job name, same item id, another image; its first attempt was
+        # handed back (a 500, say), so its next claim is attempt 2.
+        src_b = tmp_path / "b.txt"
+        src_b.write_text(image_server.image_url(2) + "\n")
+        assert run_imgmod(env_b, "enqueue", str(src_b), "--job", "nightly").returncode == 0
+        engine_b = store.make_engine(env_b["IMGMOD_DATABASE_URL"])
+        claimed = store.claim_item(engine_b, failed.id, "earlier-attempt", 30)
+        assert claimed is not None and claimed.id == failed.id  # the ids collide
+        store.record_retry(engine_b, claimed.id, "earlier-attempt", "500", "injected", None)
+        engine_b.dispose()
+        workers.append(start_worker(env_b, tmp_path / "wb.log", concurrency=4, hostname="b@%h"))
+        sql_b = "SELECT state, attempts FROM items"
+        wait_until(lambda: _row(env_b["IMGMOD_DATABASE_URL"], sql_b).state == "done", 60, "B")
+        assert _row(env_b["IMGMOD_DATABASE_URL"], sql_b).attempts == 2
+        # B's image was moderated for B, not completed with A's answer.
+        stats = emulator.stats()
+        assert stats["billed"] == 2 and len(stats["billed_by_image"]) == 2
+        raw_b = _row(env_b["IMGMOD_DATABASE_URL"], "SELECT raw FROM results").raw
+        raw_b = json.loads(raw_b) if isinstance(raw_b, str) else raw_b
+        assert "recovered" not in workers[1].log()
+
+        # A, once its cause is fixed: the parked answer is stored without a second call.
+        retry = run_imgmod(env_a, "retry", "nightly", "--code", "unstorable")
+        assert retry.returncode == 0, retry.stderr
+        wait_until(lambda: _row(database_url, sql_a).state == "done", 60, "A's row to be done")
+        assert "answer recovered, not billed again" in workers[0].log()
+        raw_a = _row(database_url, "SELECT raw FROM results").raw
+        raw_a = json.loads(raw_a) if isinstance(raw_a, str) else raw_a
+        assert raw_a["RequestId"] != raw_b["RequestId"]
+        assert emulator.stats()["billed"] == 2
+        # Every stored answer's parked copy is gone.
+        assert list(redis.Redis.from_url(limiter).scan_iter(f"{KEY_PREFIX}*")) == []
+    finally:
+        for worker in workers:
+            worker.terminate(timeout=30)
+
+
+def test_a_parked_answer_expires_and_is_found_only_under_its_own_slot(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    parked = ParkedAnswers(client)
+    mine = AnswerSlot(
+        "job-key-a", 1, 7, "baselineCheck_global", ("u", None, None, None, None, None)
+    )
+    theirs = AnswerSlot("job-key-b", 1, 7, "baselineCheck_global", mine.reference)
+    parked.park(mine, {"Code": 200, "RequestId": "R"})
+    assert 0 < client.ttl(mine.key) <= ANSWER_TTL_S
+    assert parked.find(theirs) is None
+    assert parked.find(mine) == {"Code": 200, "RequestId": "R"}
+    parked.clear(mine)
+    assert parked.find(mine) is None
+
+
+def test_an_answer_with_nul_and_nan_is_stored_once_on_postgresql(
+    pg_url: str, redis_url: str, image_server: Any, tmp_path: Path
+) -> None:
+    """The service's answer itself carries a NUL in OCR text and NaN/Infinity numbers."""
+    url = image_server.image_url(3)
+    rules = tmp_path / "rules.json"
+    # Python's json writes NaN and Infinity as the bare words a lenient service might send.
+    data = {
+        "RiskLevel": "high",
+        "Result": [{"Label": "contraband_drug", "Confidence": float("nan")}],
+        "Ext": {"TextInImage": {"OcrResult": [{"Text": "buy\x00now"}], "Score": float("inf")}},
+    }
+    rules.write_text(json.dumps([{"url": url, "data": data}]))
+    with running_emulator(qps=50, latency_ms=5, rules=str(rules)) as emulator:
+        env = _env(pg_url, redis_url, redis_url, emulator.url)
+        env["IMGMOD_INFO_TYPE"] = "textInImage"
+        assert run_imgmod(env, "db", "upgrade").returncode == 0
+        src = tmp_path / "nul.txt"
+        src.write_text(url + "\n")
+        worker = start_worker(env, tmp_path / "w.log", concurrency=4)
+        try:
+            run = run_imgmod(env, "run", str(src), "--job", "nul", timeout=120)
+            assert run.returncode == 0, run.stdout + run.stderr + worker.log()[-3000:]
+        finally:
+            worker.terminate(timeout=30)
+        assert emulator.stats()["billed"] == 1
+    result = _row(pg_url, "SELECT ext, raw FROM results")
+    assert result.ext["TextInImage"]["OcrResult"] == [{"Text": "buynow"}]
+    assert result.ext["TextInImage"]["Score"] == "Infinity"
+    assert result.raw["Data"]["Result"][0]["Confidence"] == "NaN"
+    assert "database unavailable" not in worker.log()

@@ -1,0 +1,232 @@
+"""Leases kept alive by a live worker, and taken back from a dead one within one lease.
+
+A claimed row is leased for ``IMGMOD_LEASE_SECONDS`` (30 s by default) on the database's
+clock. Each worker process runs one :class:`LeaseKeeper` thread that
+
+* renews, every third of a lease, the leases of the rows this process holds (registered at
+  claim, released when the task leaves the row), in one statement, so a row waiting for a
+  permit or for a slow call is never taken from a live worker; and
+* sweeps, every few seconds, the rows whose lease ran out (their worker was killed, froze or
+  lost the database for longer than two renewals) back to ``queued``, and publishes them
+  again. A duplicate of a message the broker later restores is harmless: the claim refuses a
+  done or leased row.
+
+So a killed worker's rows are moderated again about one lease after the kill, without waiting
+for the broker's visibility timeout or ``imgmod run``'s stall detection.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+from sqlalchemy.engine import Engine
+
+from worker import store
+
+log = logging.getLogger("imgmod.leases")
+
+SWEEP_MAX_INTERVAL_S = 5.0
+SWEEP_MIN_INTERVAL_S = 1.0
+
+
+def renew_interval(lease_seconds: float) -> float:
+    """A third of the lease: two renewals can fail (a slow database) before the lease ends."""
+    return lease_seconds / 3
+
+
+def sweep_interval(lease_seconds: float) -> float:
+    """Every few seconds: one indexed statement (state, lease end), cheap even when idle."""
+    return min(SWEEP_MAX_INTERVAL_S, max(SWEEP_MIN_INTERVAL_S, lease_seconds / 6))
+
+
+class _Redis(Protocol):
+    def pipeline(self, transaction: bool = True) -> Any: ...
+    def set(self, name: str, value: str, ex: int) -> Any: ...
+    def scan_iter(self, match: str, count: int) -> Iterator[Any]: ...
+    def register_script(self, script: str) -> Any: ...
+
+
+# KEYS[1] a dead-looking process's set, KEYS[2] its liveness key: the ids, once, to one caller.
+_TAKE_ORPHANS = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
+local ids = redis.call('HKEYS', KEYS[1])
+redis.call('DEL', KEYS[1])
+return ids
+"""
+# A count per id, not a set: a retry's message can arrive before the attempt that sent it has
+# let go of the id, and a duplicate message may be held twice.
+_LET_GO = """
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+"""
+IN_HAND_TTL_S = 24 * 3600  # a hash outlives its process long enough to be found
+
+
+class MessagesInHand:
+    """The item ids whose message this process has received and not finished (prefetched,
+    waiting for a retry's countdown, running), in Redis beside a liveness key that the keeper
+    refreshes every renewal.
+
+    A killed worker also held messages whose row it had not yet claimed (waiting for the
+    database, e.g. SQLite's one writer): those rows stay ``queued`` while the broker keeps their
+    messages invisible for ``IMGMOD_VISIBILITY_TIMEOUT`` (600 s). When a process's liveness key
+    has run out, another worker takes its set (atomically, once) and publishes the ids again;
+    for a row already done or leased the copy costs one no-op claim. ``namespace`` keeps
+    deployments that share a Redis apart.
+    """
+
+    def __init__(self, client: _Redis, namespace: str, process: str, ttl_seconds: float) -> None:
+        self._redis = client
+        self._prefix = f"imgmod:inhand:{namespace}:"
+        self._alive_prefix = f"imgmod:alive:{namespace}:"
+        self._process = process
+        self._ttl = max(1, round(ttl_seconds))
+        self._take = client.register_script(_TAKE_ORPHANS)
+        self._let_go = client.register_script(_LET_GO)
+
+    def took(self, item_id: int) -> None:
+        """Record a message in hand; raises ``redis.RedisError`` (the caller goes on)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hincrby(self._prefix + self._process, str(item_id), 1)
+        pipe.expire(self._prefix + self._process, IN_HAND_TTL_S)
+        pipe.set(self._alive_prefix + self._process, "1", ex=self._ttl)
+        pipe.execute()
+
+    def done(self, item_id: int) -> None:
+        self._let_go(keys=[self._prefix + self._process], args=[str(item_id)])
+
+    def beat(self) -> None:
+        self._redis.set(self._alive_prefix + self._process, "1", ex=self._ttl)
+
+    def orphans(self) -> list[int]:
+        """Ids in the hands of processes whose liveness key ran out; each id to one caller."""
+        found: list[int] = []
+        for key in self._redis.scan_iter(match=self._prefix + "*", count=1000):
+            name = key.decode() if isinstance(key, bytes) else str(key)
+            process = name[len(self._prefix) :]
+            if process == self._process:
+                continue
+            ids = self._take(keys=[name, self._alive_prefix + process])
+            found.extend(int(i) for i in ids)
+        return sorted(set(found))
+
+
+class LeaseKeeper:
+    """The rows this process holds, their heartbeat, and the sweep for other processes' rows.
+
+    ``publish`` sends the ids of swept rows to the queue again. Thread-safe: the task threads
+    call :meth:`holding`, :meth:`still_held`; the keeper's own thread renews and sweeps.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        lease_seconds: float,
+        publish: Callable[[Sequence[int]], None],
+        hands: MessagesInHand | None = None,
+    ) -> None:
+        self._engine = engine
+        self._lease = lease_seconds
+        self._publish = publish
+        self.hands = hands
+        self._held: dict[int, str] = {}
+        self._lost: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- task threads --------------------------------------------------------------------
+
+    @contextmanager
+    def holding(self, item_id: int, owner: str) -> Iterator[None]:
+        """Renew ``item_id``'s lease while the block runs (the task works on the row)."""
+        with self._lock:
+            self._held[item_id] = owner
+            self._lost.discard(item_id)
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._held.get(item_id) == owner:
+                    del self._held[item_id]
+                self._lost.discard(item_id)
+
+    def still_held(self, item_id: int) -> bool:
+        """False once a renewal found the row leased to someone else or closed: don't call."""
+        with self._lock:
+            return item_id not in self._lost
+
+    def held(self) -> dict[int, str]:
+        with self._lock:
+            return dict(self._held)
+
+    # -- the keeper's thread -------------------------------------------------------------
+
+    def renew(self) -> int:
+        """Say this process is alive, and renew every held lease; returns how many."""
+        if self.hands is not None:
+            self._guarded("refreshing the liveness key", self.hands.beat)
+        held = self.held()
+        if not held:
+            return 0
+        renewed = store.renew_leases(self._engine, held, self._lease)
+        with self._lock:
+            for item_id, owner in held.items():
+                if item_id not in renewed and self._held.get(item_id) == owner:
+                    self._lost.add(item_id)
+        lost = len(held) - len(renewed)
+        if lost:
+            log.warning("%d of %d held rows were no longer ours to renew", lost, len(held))
+        return len(renewed)
+
+    def sweep(self) -> list[int]:
+        """Requeue and republish rows whose lease ran out, and republish the messages a dead
+        process held; returns the ids published."""
+        ids = store.requeue_expired(self._engine, exclude=list(self.held()))
+        if ids:
+            log.warning(
+                "%d rows' leases ran out (their worker died or froze): queued again", len(ids)
+            )
+            self._publish(ids)
+        if self.hands is not None:
+            swept = set(ids)
+            orphans = [i for i in self.hands.orphans() if i not in swept]
+            if orphans:
+                log.warning("%d messages held by a dead worker: published again", len(orphans))
+                self._publish(orphans)
+                ids = ids + orphans
+        return ids
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="imgmod-leases", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        renew_every, sweep_every = renew_interval(self._lease), sweep_interval(self._lease)
+        since_renew = since_sweep = 0.0
+        tick = min(renew_every, sweep_every)
+        while not self._stop.wait(tick):
+            since_renew += tick
+            since_sweep += tick
+            if since_renew >= renew_every:
+                since_renew = 0.0
+                self._guarded("renewing leases", self.renew)
+            if since_sweep >= sweep_every:
+                since_sweep = 0.0
+                self._guarded("sweeping expired leases", self.sweep)
+
+    def _guarded(self, what: str, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - the thread must outlive a database outage
+            log.warning("%s failed (%s); trying again next round", what, type(exc).__name__)
