@@ -24,7 +24,8 @@ from alibabacloud_tea_openapi.utils_models import Config
 from darabonba.runtime import RuntimeOptions
 from stack import loadavg
 
-from worker.emulator.testing import EmulatorHandle, running_emulator, running_image_server
+from worker.emulator import TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET
+from worker.processes import EmulatorHandle, running_emulator, running_image_server
 
 EXTENSIONS = ("png", "jpg", "gif", "bmp", "webp")
 
@@ -32,8 +33,8 @@ EXTENSIONS = ("png", "jpg", "gif", "bmp", "webp")
 def sdk_client(emulator: EmulatorHandle) -> Client:
     return Client(
         Config(
-            access_key_id=emulator.access_key_id,
-            access_key_secret=emulator.access_key_secret,
+            access_key_id=TEST_ACCESS_KEY_ID,
+            access_key_secret=TEST_ACCESS_KEY_SECRET,
             endpoint=emulator.endpoint,
             protocol="HTTP",
         )

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from stack import fresh_database, loadavg
 
 from worker import store
-from worker.local import private_redis
+from worker.processes import private_redis
 
 MIB = 2**20
 
@@ -75,11 +75,12 @@ def drain(url: str, broker: str, window: int, messages: int, rate: float) -> Non
     import json
 
     from worker.app import make_app
+    from worker.settings import load_settings
     from worker.window import Refiller, RefillLoop
 
     os.environ["IMGMOD_BROKER_URL"] = broker
     engine = store.make_engine(url)
-    loop = RefillLoop(Refiller(engine, make_app(), window))
+    loop = RefillLoop(Refiller(engine, make_app(load_settings()), window))
     client = redis.Redis.from_url(broker)
     consumed, starved, smallest, largest = 0, 0, window, 0
     loop.start()

@@ -18,7 +18,7 @@ from collections import Counter
 import aiohttp
 
 from worker.emulator import TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET
-from worker.emulator.testing import running_emulator, running_image_server
+from worker.processes import running_emulator, running_image_server
 from worker.signing import sign_moderation_request
 
 

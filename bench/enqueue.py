@@ -31,8 +31,7 @@ import sqlalchemy as sa
 from stack import fresh_database, loadavg, pipeline_env
 
 from worker import store
-from worker.emulator.testing import running_emulator, running_image_server
-from worker.local import private_redis, start_worker
+from worker.processes import private_redis, running_emulator, running_image_server, start_worker
 
 EXTENSIONS = ("png", "jpg", "gif", "bmp", "webp")
 
@@ -105,6 +104,7 @@ def profile_producer(db: str, lines: int, tmp: Path) -> None:
     """The producer's time per line, by stage, in-process (cProfile wall time, inflated)."""
     from worker.app import make_app
     from worker.producer import enqueue_records
+    from worker.settings import load_settings
     from worker.sources import read_inputs
     from worker.window import Refiller
 
@@ -112,7 +112,7 @@ def profile_producer(db: str, lines: int, tmp: Path) -> None:
     write_input(source, "http://127.0.0.1:9/x", lines)
     with private_redis() as broker, fresh_database(db) as url:
         os.environ["IMGMOD_BROKER_URL"] = broker.url
-        app = make_app()
+        app = make_app(load_settings())
         engine = store.make_engine(url)
         job = store.get_or_create_job(engine, "profile", "baselineCheck_global", "")
         profile = cProfile.Profile()
@@ -127,10 +127,10 @@ def profile_producer(db: str, lines: int, tmp: Path) -> None:
     own = sum(v[2] for (f, _l, _n), v in stats.items() if f.endswith(("sources.py", "params.py")))
     stages = {
         "to_new_item": ("producer.py", "to_new_item"),
-        "store.insert_items": ("store.py", "insert_items"),
+        "store.insert_items": ("store/items.py", "insert_items"),
         "publish_ids": ("queue.py", "publish_ids"),
-        "store.take_pending": ("store.py", "take_pending"),
-        "store.add_counts": ("store.py", "add_counts"),
+        "store.take_pending": ("store/items.py", "take_pending"),
+        "store.add_counts": ("store/jobs.py", "add_counts"),
     }
     total = sum(v[2] for v in stats.values())
     print(

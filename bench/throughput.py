@@ -39,14 +39,15 @@ from stack import (
 )
 
 from worker import store
-from worker.emulator.testing import (
+from worker.limits import QPS_MARGIN
+from worker.processes import (
     EmulatorHandle,
     ImageServerHandle,
+    private_redis,
     running_emulator,
     running_image_server,
+    start_worker,
 )
-from worker.limits import QPS_MARGIN
-from worker.local import private_redis, start_worker
 
 EXTENSIONS = ("png", "jpg", "gif", "bmp", "webp")
 

@@ -7,11 +7,12 @@ so a missing Redis or PostgreSQL can never turn a red build green.
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 
 import pytest
+
+from worker.processes import ImageServerHandle, PrivateRedis, private_redis, running_image_server
 
 REDIS_URL = os.environ.get("IMGMOD_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 PG_ADMIN_URL = os.environ.get("IMGMOD_TEST_PG_URL", "postgresql://root@127.0.0.1:5432/test")
@@ -30,12 +31,6 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"service test skipped under CI: {report.longrepr}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def _redis_server() -> Iterator[str]:
     """A private redis-server for this test run, so that concurrent runs (and the machine's
@@ -46,8 +41,6 @@ def _redis_server() -> Iterator[str]:
     if shutil.which("redis-server") is None:
         yield REDIS_URL
         return
-    from worker.local import private_redis
-
     with private_redis() as server:
         yield server.url.rsplit("/", 1)[0] + "/15"
 
@@ -66,6 +59,23 @@ def redis_url(_redis_server: str) -> Iterator[str]:
     yield _redis_server
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def broker() -> Iterator[PrivateRedis]:
+    """A redis-server of this test's own: killing, restarting or flushing it harms nobody."""
+    try:
+        with private_redis() as server:
+            yield server
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def image_server() -> Iterator[ImageServerHandle]:
+    """The sample image server, one for the whole run: it keeps no state between requests."""
+    with running_image_server() as server:
+        yield server
 
 
 @pytest.fixture

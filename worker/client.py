@@ -11,26 +11,21 @@ Three guards keep a call to what it is meant to be, one signed request to one en
   would be stored as the verdict.
 * **A wall-clock deadline per call** (``IMGMOD_CALL_DEADLINE``). The read timeout is per socket
   read, so a server sending a byte every half second holds a call forever, past its row's lease,
-  and another worker bills again. :class:`_Watchdog` shuts the socket of a call still running at
-  its deadline.
+  and another worker bills again. :mod:`worker.deadline` shuts the socket of a call still
+  running at its deadline.
 * **A cap on the answer's size**, read as a stream: a broken proxy cannot fill the memory.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
-import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, PoolManager
-from urllib3.connection import HTTPConnection, HTTPSConnection
 
+from worker.deadline import WATCHDOG, Call, WatchedAdapter
 from worker.errors import (
     REDIRECT,
     ModerationError,
@@ -59,159 +54,6 @@ class CallResult:
 
     response: ModerationResponse
     seconds: float
-
-
-# ---------------------------------------------------------------- the deadline of a call
-
-
-class _Call:
-    """One call in flight: when it must be over, and the connection it is using."""
-
-    __slots__ = ("connection", "deadline", "expired")
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.connection: HTTPConnection | None = None
-        self.expired = False
-
-
-class _Watchdog:
-    """Shuts down the socket of every call still running at its deadline.
-
-    urllib3 knows per-read timeouts only; a thread blocked in a read can only be woken by its
-    socket. One daemon thread per process serves every call, waking every ``TICK`` while calls
-    are open and sleeping otherwise. A call owns its connection from the moment it sends on it
-    (``_owner``); a connection already handed back to the pool and taken by another call is
-    never touched, so the deadline of one call cannot break another.
-    """
-
-    TICK = 0.05
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._open: set[_Call] = set()
-        self._thread: threading.Thread | None = None
-        self._local = threading.local()
-
-    def begin(self, seconds: float) -> _Call:
-        call = _Call(time.monotonic() + seconds)
-        with self._cond:
-            if self._thread is None or not self._thread.is_alive():  # first call, or forked
-                self._thread = threading.Thread(
-                    target=self._run, name="imgmod-call-deadline", daemon=True
-                )
-                self._thread.start()
-            self._open.add(call)
-            self._cond.notify()
-        self._local.call = call
-        return call
-
-    def end(self, call: _Call) -> None:
-        self._local.call = None
-        with self._cond:
-            self._open.discard(call)
-
-    def claim(self, connection: HTTPConnection) -> None:
-        """The calling thread's call is about to use ``connection`` (connect or send)."""
-        call: _Call | None = getattr(self._local, "call", None)
-        if call is None:
-            return
-        with self._cond:
-            call.connection = connection
-            connection._imgmod_owner = call  # type: ignore[attr-defined]
-
-    def _run(self) -> None:
-        with self._cond:
-            while True:
-                if not self._open:
-                    self._cond.wait()
-                    continue
-                now = time.monotonic()
-                for call in [c for c in self._open if c.deadline <= now]:
-                    self._open.discard(call)
-                    call.expired = True
-                    _cut(call)
-                self._cond.wait(self.TICK)
-
-
-def _cut(call: _Call) -> None:
-    """Shut the call's socket down (both ways), so its blocked read returns at once.
-
-    Done on a duplicate of the descriptor: the socket object (maybe TLS) stays with its thread,
-    which sees end-of-file or a reset and reports a timeout.
-    """
-    connection = call.connection
-    if connection is None or getattr(connection, "_imgmod_owner", None) is not call:
-        return
-    sock = getattr(connection, "sock", None)
-    if sock is None:
-        return
-    try:
-        duplicate = socket.fromfd(sock.fileno(), sock.family, sock.type)
-    except (OSError, ValueError):
-        return  # already closed
-    try:
-        duplicate.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    finally:
-        duplicate.close()
-
-
-_WATCHDOG = _Watchdog()
-
-
-class _WatchedHTTPConnection(HTTPConnection):
-    def connect(self) -> None:
-        _WATCHDOG.claim(self)
-        super().connect()
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _WATCHDOG.claim(self)
-        super().request(*args, **kwargs)
-
-
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        _WATCHDOG.claim(self)
-        super().connect()
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _WATCHDOG.claim(self)
-        super().request(*args, **kwargs)
-
-
-class _WatchedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-_WATCHED_POOLS: dict[str, type[HTTPConnectionPool]] = {
-    "http": _WatchedHTTPPool,
-    "https": _WatchedHTTPSPool,
-}
-
-
-class _WatchedAdapter(HTTPAdapter):
-    """An HTTPAdapter whose connections (direct or through an HTTP proxy) the watchdog sees."""
-
-    def init_poolmanager(
-        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
-    ) -> None:
-        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if isinstance(manager, PoolManager) and not proxy.lower().startswith("socks"):
-            manager.pool_classes_by_scheme = _WATCHED_POOLS
-        return manager
-
-
-# ---------------------------------------------------------------- the client
 
 
 class ModerationClient:
@@ -260,7 +102,7 @@ class ModerationClient:
             environment["verify"] if environment["verify"] is not None else True
         )
         self._session.trust_env = False
-        adapter = _WatchedAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
+        adapter = WatchedAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 
@@ -272,7 +114,9 @@ class ModerationClient:
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
             deadline=settings.call_deadline,
-            pool_size=settings.pool_size,
+            # A thread holds one call at a time: one keep-alive connection per worker thread
+            # (imgmod worker -c N runs with N here, see worker.app).
+            pool_size=settings.worker_concurrency,
             allow_http=settings.allow_http,
         )
 
@@ -303,11 +147,11 @@ class ModerationClient:
             user_agent=USER_AGENT,
         )
         started = time.monotonic()
-        call = _WATCHDOG.begin(self._deadline)
+        call = WATCHDOG.begin(self._deadline)
         try:
             status, body = self._exchange(signed.body, signed.headers, call)
         finally:
-            _WATCHDOG.end(call)
+            WATCHDOG.end(call)
         seconds = time.monotonic() - started
         try:
             response = parse_response(body, http_status=status)
@@ -323,7 +167,7 @@ class ModerationClient:
             ) from None
         return CallResult(response=response, seconds=seconds)
 
-    def _exchange(self, body: bytes, headers: dict[str, str], call: _Call) -> tuple[int, bytes]:
+    def _exchange(self, body: bytes, headers: dict[str, str], call: Call) -> tuple[int, bytes]:
         """The HTTP status and the whole body of one POST, read within the call's deadline."""
         try:
             http = self._session.post(

@@ -12,12 +12,19 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
 import click
 
-from worker.local import private_redis, redis_reachable, start_worker
+from worker.processes import (
+    private_redis,
+    redis_reachable,
+    running_emulator,
+    running_image_server,
+    start_worker,
+)
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/13"
 
@@ -34,10 +41,9 @@ def choose_broker(stack: ExitStack, workdir: Path) -> tuple[str, str]:
         return url, "an embedded broker (kombu SQLAlchemy transport on SQLite; no Redis found)"
 
 
-def write_inputs(workdir: Path, image_url: object, count: int) -> tuple[list[Path], int]:
-    """The demo's input files; returns them and how many distinct images should be billed."""
-    url = image_url  # callable (n, ext) -> str
-    assert callable(url)
+def write_inputs(workdir: Path, url: Callable[..., str], count: int) -> tuple[list[Path], int]:
+    """The demo's input files; returns them and how many distinct images should be billed.
+    ``url(n, ext)`` is the sample server's URL of image ``n``."""
     exts = ["png", "jpg", "gif", "bmp", "webp"]
     base = url(0).rsplit("/img/", 1)[0]
     good = max(1, count - 40)
@@ -65,7 +71,6 @@ def write_inputs(workdir: Path, image_url: object, count: int) -> tuple[list[Pat
 
 def run_demo(images: int) -> int:
     from worker.emulator import TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET
-    from worker.emulator.testing import running_emulator, running_image_server
 
     workdir = Path(tempfile.mkdtemp(prefix="imgmod-demo-"))
     click.echo(f"demo directory: {workdir}")

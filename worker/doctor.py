@@ -33,15 +33,10 @@ from worker.settings import (
     load_credentials,
     load_settings,
 )
+from worker.vendor import REGIONS
 
 PROBE_DATA_ID = "imgmod-doctor"
 PROBE_TIMEOUT = 5.0
-# The vendor's region table names services for these regions only (London, Silicon Valley and
-# Frankfurt rows list none; they "reuse the console configurations" of Singapore or Virginia).
-DOCUMENTED_SERVICES: dict[str, tuple[str, ...]] = {
-    "ap-southeast-1": ("baselineCheck_global", "aigcDetector_global"),  # Singapore
-    "us-east-1": ("baselineCheck_global", "aigcDetector_global"),  # Virginia
-}
 _VENDOR_HOST = re.compile(r"green-cip(?:-vpc)?\.([a-z0-9-]+)\.aliyuncs\.com")
 
 
@@ -102,8 +97,11 @@ def settings_warnings(settings: Settings) -> tuple[str, ...]:
     """What loads fine but is probably not meant: pure, from the settings alone."""
     warnings = []
     region = endpoint_region(settings)
-    if region is not None and settings.service not in DOCUMENTED_SERVICES.get(region, ()):
-        listed = ", ".join(r for r, s in DOCUMENTED_SERVICES.items() if settings.service in s)
+    # Only Singapore and Virginia list services; the other rows "reuse the console
+    # configurations" of one of them and list none (worker.vendor.Region).
+    listing = REGIONS[region].services if region is not None and region in REGIONS else ()
+    if region is not None and settings.service not in listing:
+        listed = ", ".join(r.id for r in REGIONS.values() if settings.service in r.services)
         warnings.append(
             f"the vendor's region table lists no {settings.service} for {region}; it lists it "
             f"for {listed} only: if calls fail (InvalidAction, 408), set IMGMOD_REGION to one "

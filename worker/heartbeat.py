@@ -9,7 +9,10 @@ clock. Each worker process runs one :class:`LeaseKeeper` thread that
 * sweeps, every few seconds, the rows whose lease ran out (their worker was killed, froze or
   lost the database for longer than two renewals) back to ``queued``, and publishes them
   again. A duplicate of a message the broker later restores is harmless: the claim refuses a
-  done or leased row.
+  done or leased row;
+* republishes the messages a dead process held (:class:`MessagesInHand`), and the ``queued``
+  rows whose message is nowhere, lost by a worker killed while kombu handed it over
+  (:class:`worker.window.OrphanFinder`, told what every worker holds).
 
 So a killed worker's rows are moderated again about one lease after the kill, without waiting
 for the broker's visibility timeout or ``imgmod run``'s stall detection.
@@ -25,7 +28,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
 
-from worker import store
+from worker import store, window
 
 log = logging.getLogger("imgmod.leases")
 
@@ -47,6 +50,7 @@ class _Redis(Protocol):
     def pipeline(self, transaction: bool = True) -> Any: ...
     def set(self, name: str, value: str, ex: int) -> Any: ...
     def scan_iter(self, match: str, count: int) -> Iterator[Any]: ...
+    def hkeys(self, name: str) -> Any: ...
     def register_script(self, script: str) -> Any: ...
 
 
@@ -101,6 +105,14 @@ class MessagesInHand:
     def beat(self) -> None:
         self._redis.set(self._alive_prefix + self._process, "1", ex=self._ttl)
 
+    def held_anywhere(self) -> set[int]:
+        """Every id some process of this deployment holds, this one's included, and a dead
+        one's until :meth:`orphans` takes them: whatever is here still has its message."""
+        held: set[int] = set()
+        for key in self._redis.scan_iter(match=self._prefix + "*", count=1000):
+            held.update(int(i) for i in self._redis.hkeys(key))
+        return held
+
     def orphans(self) -> list[int]:
         """Ids in the hands of processes whose liveness key ran out; each id to one caller."""
         found: list[int] = []
@@ -117,8 +129,10 @@ class MessagesInHand:
 class LeaseKeeper:
     """The rows this process holds, their heartbeat, and the sweep for other processes' rows.
 
-    ``publish`` sends the ids of swept rows to the queue again. Thread-safe: the task threads
-    call :meth:`holding`, :meth:`still_held`; the keeper's own thread renews and sweeps.
+    ``publish`` sends the ids of swept rows to the queue again; ``finder`` returns the
+    process's :class:`~worker.window.OrphanFinder` (None: no lost-message look, as outside a
+    worker). Thread-safe: the task threads call :meth:`holding`, :meth:`still_held`; the
+    keeper's own thread renews and sweeps.
     """
 
     def __init__(
@@ -127,11 +141,13 @@ class LeaseKeeper:
         lease_seconds: float,
         publish: Callable[[Sequence[int]], None],
         hands: MessagesInHand | None = None,
+        finder: Callable[[], window.OrphanFinder | None] = window.worker_orphan_finder,
     ) -> None:
         self._engine = engine
         self._lease = lease_seconds
         self._publish = publish
         self.hands = hands
+        self._finder = finder
         self._held: dict[int, str] = {}
         self._lost: set[int] = set()
         self._lock = threading.Lock()
@@ -200,6 +216,24 @@ class LeaseKeeper:
                 ids = ids + orphans
         return ids
 
+    def republish_lost(self) -> list[int]:
+        """Publish the ``queued`` rows whose message has been nowhere (not in the queue, in no
+        worker's hands) for a grace; returns their ids. Needs the messages in hand: without
+        them every prefetched message would look lost."""
+        finder = self._finder()
+        if finder is None or self.hands is None:
+            return []
+        ids = finder.look(self.hands.held_anywhere)
+        if ids:
+            log.warning(
+                "%d queued rows had no message in the broker or any worker's hands for %.0fs "
+                "(lost with a killed worker or refiller): published again",
+                len(ids),
+                finder.grace,
+            )
+            self._publish(ids)
+        return ids
+
     def start(self) -> None:
         if self._thread is not None:
             return
@@ -224,6 +258,7 @@ class LeaseKeeper:
             if since_sweep >= sweep_every:
                 since_sweep = 0.0
                 self._guarded("sweeping expired leases", self.sweep)
+                self._guarded("looking for lost messages", self.republish_lost)
 
     def _guarded(self, what: str, step: Callable[[], object]) -> None:
         try:

@@ -1,8 +1,7 @@
 """Reading a job back out: streaming exports (JSON Lines, CSV) and the summary report.
 
-Exports page through a job by item id (keyset pagination, one short read per page), so a job
-of millions of images streams in constant memory on SQLite and PostgreSQL alike, and never holds
-a transaction open while the caller writes a file.
+The reads are :mod:`worker.store.queries`' (paged exports in constant memory, aggregate
+figures); this module shapes their rows into records, cells and a report, and writes files.
 """
 
 from __future__ import annotations
@@ -14,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import IO, Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from worker.store import Job, items, result_labels, results, state_counts
+from worker.store.jobs import Job
+from worker.store.queries import export_pages, job_figures, state_counts
 
 EXPORT_FIELDS = (
     "job",
@@ -68,48 +67,6 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _filtered(job: Job, flt: ExportFilter) -> sa.Select[Any]:
-    joined = items.outerjoin(
-        results, sa.and_(results.c.item_id == items.c.id, results.c.service == job.service)
-    )
-    query = sa.select(
-        items.c.id,
-        items.c.image_url,
-        items.c.oss_bucket,
-        items.c.oss_object,
-        items.c.oss_region,
-        items.c.data_id,
-        items.c.referer,
-        items.c.source,
-        items.c.line,
-        items.c.state,
-        items.c.attempts,
-        items.c.last_code,
-        items.c.last_message,
-        items.c.last_error,
-        results.c.id.label("result_id"),
-        results.c.risk_level,
-        results.c.ext,
-        results.c.request_id,
-        results.c.code,
-        results.c.msg,
-        results.c.moderated_at,
-    ).select_from(joined)
-    query = query.where(items.c.job_id == job.id)
-    if flt.states:
-        query = query.where(items.c.state.in_(flt.states))
-    if flt.risk_levels:
-        query = query.where(results.c.risk_level.in_(flt.risk_levels))
-    if flt.label is not None or flt.min_confidence is not None:
-        match = [result_labels.c.result_id == results.c.id, result_labels.c.job_id == job.id]
-        if flt.label is not None:
-            match.append(result_labels.c.label == flt.label)
-        if flt.min_confidence is not None:
-            match.append(result_labels.c.confidence >= flt.min_confidence)
-        query = query.where(sa.exists().where(*match))
-    return query
-
-
 def export_records(
     engine: Engine, job: Job, flt: ExportFilter, batch: int = 1000
 ) -> Iterator[dict[str, Any]]:
@@ -119,32 +76,17 @@ def export_records(
     items; ``ext`` is exactly what the API returned; ``error`` is why the item was rejected or
     failed last.
     """
-    query = _filtered(job, flt)
-    last = 0
-    while True:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                query.where(items.c.id > last).order_by(items.c.id).limit(batch)
-            ).all()
-            result_ids = [row.result_id for row in rows if row.result_id is not None]
-            labels: dict[int, list[dict[str, Any]]] = {}
-            if result_ids:
-                for label in conn.execute(
-                    sa.select(result_labels)
-                    .where(result_labels.c.result_id.in_(result_ids))
-                    .order_by(result_labels.c.id)
-                ):
-                    labels.setdefault(label.result_id, []).append(
-                        {
-                            "label": label.label,
-                            "confidence": label.confidence,
-                            "description": label.description,
-                            "risk_level": label.risk_level,
-                        }
-                    )
-        if not rows:
-            return
-        for row in rows:
+    pages = export_pages(
+        engine,
+        job,
+        states=flt.states,
+        risk_levels=flt.risk_levels,
+        label=flt.label,
+        min_confidence=flt.min_confidence,
+        batch=batch,
+    )
+    for page in pages:
+        for row in page.rows:
             has_result = row.result_id is not None
             yield {
                 "job": job.name,
@@ -158,7 +100,7 @@ def export_records(
                 "line": row.line,
                 "status": row.state,
                 "risk_level": row.risk_level,
-                "labels": labels.get(row.result_id, []) if has_result else [],
+                "labels": page.labels.get(row.result_id, []) if has_result else [],
                 "ext": row.ext,
                 "request_id": row.request_id,
                 "code": row.code if has_result else row.last_code,
@@ -167,7 +109,6 @@ def export_records(
                 "error": row.last_error,
                 "moderated_at": _iso(row.moderated_at),
             }
-        last = rows[-1].id
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], fh: IO[str]) -> int:
@@ -240,59 +181,47 @@ class Report:
     rejected_samples: list[RejectedSample]
 
 
+def _named(counts: list[tuple[str | None, int]]) -> dict[str, int]:
+    return {("unknown" if key is None else str(key)): n for key, n in counts}
+
+
 def build_report(engine: Engine, job: Job) -> Report:
-    """Count a job's items, answers and labels with a few aggregate queries (no scan in Python)."""
+    """The job's figures (counted by the database, :func:`worker.store.queries.job_figures`),
+    with answers and failures of no risk level or code named ``unknown``."""
     by_state = state_counts(engine, job.id)
-    with engine.connect() as conn:
-        by_risk = {
-            ("unknown" if level is None else str(level)): int(n)
-            for level, n in conn.execute(
-                sa.select(results.c.risk_level, sa.func.count())
-                .where(results.c.job_id == job.id, results.c.service == job.service)
-                .group_by(results.c.risk_level)
-                .order_by(sa.func.count().desc(), results.c.risk_level)
-            )
-        }
-        images = sa.func.count(sa.distinct(result_labels.c.item_id))
-        top_labels = [
-            (str(label), int(n), None if top is None else float(top))
-            for label, n, top in conn.execute(
-                sa.select(result_labels.c.label, images, sa.func.max(result_labels.c.confidence))
-                .where(result_labels.c.job_id == job.id)
-                .group_by(result_labels.c.label)
-                .order_by(images.desc(), result_labels.c.label)
-                .limit(TOP_LABELS)
-            )
-        ]
-        failures_by_code = {
-            ("unknown" if code is None else str(code)): int(n)
-            for code, n in conn.execute(
-                sa.select(items.c.last_code, sa.func.count())
-                .where(items.c.job_id == job.id, items.c.state == "failed")
-                .group_by(items.c.last_code)
-                .order_by(sa.func.count().desc(), items.c.last_code)
-            )
-        }
-        billable = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(results)
-            .where(results.c.job_id == job.id, results.c.code == "200")
-        ).scalar_one()
-        samples = [
-            RejectedSample(row.source, int(row.line), row.last_error)
-            for row in conn.execute(
-                sa.select(items.c.source, items.c.line, items.c.last_error)
-                .where(items.c.job_id == job.id, items.c.state == "rejected")
-                .order_by(items.c.id)
-                .limit(REJECTED_SAMPLES)
-            )
-        ]
+    figures = job_figures(engine, job, top_labels=TOP_LABELS, rejected=REJECTED_SAMPLES)
     return Report(
         job=job,
         by_state=by_state,
-        by_risk=by_risk,
-        top_labels=top_labels,
-        failures_by_code=failures_by_code,
-        billable_calls=int(billable),
-        rejected_samples=samples,
+        by_risk=_named(figures.by_risk),
+        top_labels=figures.top_labels,
+        failures_by_code=_named(figures.failures_by_code),
+        billable_calls=figures.billable_calls,
+        rejected_samples=[RejectedSample(*sample) for sample in figures.rejected],
     )
+
+
+def render_report(rep: Report) -> str:
+    """The report as ``imgmod report`` prints it: one line per figure, labels as a table."""
+    job = rep.job
+    lines = [
+        f"Job {job.name} ({job.service}; {job.total_lines} lines read, "
+        f"{job.duplicates} duplicates skipped)"
+    ]
+    lines.append("  states:         " + _fmt_counts(rep.by_state))
+    lines.append("  risk levels:    " + _fmt_counts(rep.by_risk))
+    lines.append(f"  billable calls: {rep.billable_calls}")
+    if rep.failures_by_code:
+        lines.append("  failures by code: " + _fmt_counts(rep.failures_by_code))
+    if rep.top_labels:
+        lines.append("  top labels:                               images  max confidence")
+        for label, count, max_conf in rep.top_labels:
+            conf = "-" if max_conf is None else f"{max_conf:.2f}"
+            lines.append(f"    {label:<40} {count:>6}  {conf:>6}")
+    for sample in rep.rejected_samples:
+        lines.append(f"  rejected in {sample.source}, {sample.error}")
+    return "\n".join(lines)
+
+
+def _fmt_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v) or "-"

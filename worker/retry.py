@@ -13,20 +13,15 @@ default (:data:`DEFAULT_ATTEMPTS`). :func:`decide` turns one failed attempt into
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 from worker.errors import ModerationError, Outcome, classify, retry_code
-
-if TYPE_CHECKING:
-    from worker.settings import Settings
+from worker.settings import Settings, parse_per_code
 
 # 2.0 ** 1024 overflows a float; any ceiling this large is already past every sane cap.
 _MAX_EXPONENT = 1000
-_CODE_KEY = re.compile(r"[A-Za-z0-9_.-]+")
 # Attempts of retry codes that differ from IMGMOD_MAX_ATTEMPTS unless IMGMOD_RETRY_PER_CODE
 # names them. 404: one retry, for the transient 404s of archive CDNs (the vendor: "check the
 # image URL or retry"); a URL that is really gone costs one more unbilled call, not seven.
@@ -79,9 +74,12 @@ class RetryPolicy:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, per_code: Mapping[str, int] | str = ""
+        cls, settings: Settings, per_code: Mapping[str, int] | str | None = None
     ) -> RetryPolicy:
-        """The policy of ``IMGMOD_MAX_ATTEMPTS``, ``IMGMOD_BACKOFF_BASE`` and ``_CAP``."""
+        """The policy of ``IMGMOD_MAX_ATTEMPTS``, ``IMGMOD_BACKOFF_BASE`` and ``_CAP``, with the
+        per-code attempts of ``IMGMOD_RETRY_PER_CODE`` unless ``per_code`` is given."""
+        if per_code is None:
+            per_code = settings.retry_per_code
         overrides = parse_per_code(per_code) if isinstance(per_code, str) else per_code
         return cls(
             max_attempts=settings.max_attempts,
@@ -154,34 +152,36 @@ def decide_error(
     return decide(error.code, error.http_status, attempts, policy, rng)
 
 
-def parse_per_code(spec: str) -> dict[str, int]:
-    """``"403=20,405=3"`` -> ``{"403": 20, "405": 3}``; blanks around parts are ignored.
+# A backend the task needs is away (the database for a claim, Redis for a permit or a parked
+# answer): nothing was billed, so the message comes back after 1 s, doubling to 30 s.
+_BACKEND_BASE_S = 1.0
+_BACKEND_CAP_S = 30.0
+# Past another worker's lease end before looking at its row again (clock skew, its commit).
+LEASE_GRACE_S = 1.0
 
-    Raises ValueError naming the offending part and the expected form.
+
+def backend_wait(retries: int, rng: random.Random | None = None) -> float:
+    """Seconds before a message whose backend was away comes back, after ``retries`` earlier
+    redeliveries of it (Celery's ``request.retries``): full jitter, 1 s doubling to 30 s."""
+    return backoff_delay(retries + 1, _BACKEND_BASE_S, _BACKEND_CAP_S, rng)
+
+
+def look_again_after(lease_left: float) -> float:
+    """Seconds before looking again at a row another worker holds for ``lease_left`` more.
+
+    Dropping the message would strand the row if that worker is dead (a message restored a
+    moment before the dead worker's lease ran out); once the lease is over, a live owner has
+    closed the row and the look is a no-op.
     """
-    result: dict[str, int] = {}
-    for raw in spec.split(","):
-        part = raw.strip()
-        if not part:
-            continue
-        code, sep, count = (s.strip() for s in part.partition("="))
-        if not sep:
-            raise ValueError(
-                f"retry spec part {part!r} has no '=': write CODE=ATTEMPTS, e.g. 403=20"
-            )
-        if not _CODE_KEY.fullmatch(code):
-            raise ValueError(
-                f"retry spec part {part!r}: {code!r} is not a retry code (e.g. 403, transport)"
-            )
-        try:
-            attempts = int(count)
-        except ValueError:
-            raise ValueError(
-                f"retry spec part {part!r}: {count!r} is not a whole number of attempts"
-            ) from None
-        if attempts < 1:
-            raise ValueError(f"retry spec part {part!r}: attempts must be at least 1")
-        if code in result:
-            raise ValueError(f"retry spec part {part!r}: code {code} is given twice")
-        result[code] = attempts
-    return result
+    return lease_left + LEASE_GRACE_S
+
+
+def countdown(delay: float, visibility_timeout: float) -> float:
+    """The countdown of a retry asked for after ``delay`` s: never past half the visibility
+    timeout.
+
+    The retry message waits in the worker unacknowledged; held past the broker's visibility
+    timeout, kombu would restore it to the queue while it is still held, and each restore would
+    add one more copy. Waiting less than asked only costs an early look.
+    """
+    return min(delay, max(1.0, visibility_timeout / 2))

@@ -1,7 +1,8 @@
 """Every setting of imgmod, read from the environment in one place.
 
 Nothing else in the package reads ``os.environ``: call :func:`load_settings` (or
-:func:`load_credentials`) at the edge and pass the typed values down.
+:func:`load_credentials`) at the edge and pass the typed values down. Imports only
+:mod:`worker.vendor` (its tables), so any module can import it.
 """
 
 from __future__ import annotations
@@ -13,22 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-# The vendor page's region table: region -> (public endpoint, VPC endpoint or None).
-REGIONS: dict[str, tuple[str, str | None]] = {
-    "ap-southeast-1": (
-        "green-cip.ap-southeast-1.aliyuncs.com",
-        "green-cip-vpc.ap-southeast-1.aliyuncs.com",
-    ),
-    "eu-west-1": ("green-cip.eu-west-1.aliyuncs.com", None),
-    "us-east-1": ("green-cip.us-east-1.aliyuncs.com", "green-cip-vpc.us-east-1.aliyuncs.com"),
-    "us-west-1": ("green-cip.us-west-1.aliyuncs.com", None),
-    "eu-central-1": (
-        "green-cip.eu-central-1.aliyuncs.com",
-        "green-cip-vpc.eu-central-1.aliyuncs.com",
-    ),
-}
-SERVICES = ("baselineCheck_global", "aigcDetector_global")
-INFO_TYPES = ("customImage", "textInImage", "publicFigure", "logoData")
+from worker.vendor import REGIONS, InvalidParameter, validate_info_type, validate_service
 
 DEFAULTS: dict[str, str] = {
     "IMGMOD_DATABASE_URL": "sqlite:///imgmod.db",
@@ -51,7 +37,6 @@ DEFAULTS: dict[str, str] = {
     # a trickling server could hold a call past the lease and another worker would bill again.
     # Above connect + read timeouts (13 s), half the 30 s lease.
     "IMGMOD_CALL_DEADLINE": "15",
-    "IMGMOD_POOL_SIZE": "256",
     "IMGMOD_MAX_ATTEMPTS": "8",
     "IMGMOD_RETRY_PER_CODE": "",
     "IMGMOD_BACKOFF_BASE": "0.5",
@@ -75,6 +60,8 @@ DEFAULTS: dict[str, str] = {
 
 # A password given as a query parameter (``?password=...``, as some drivers accept).
 _PASSWORD_PARAM = re.compile(r"(?i)((?:^|[?&;])password=)[^&;#]*")
+# A retry code in IMGMOD_RETRY_PER_CODE: "403", "transport", "InvalidAction.NotFound"...
+_CODE_KEY = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 class ConfigError(ValueError):
@@ -106,7 +93,6 @@ class Settings:
     qps: float
     connect_timeout: float
     read_timeout: float
-    pool_size: int
     max_attempts: int
     retry_per_code: str
     backoff_base: float
@@ -176,14 +162,45 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
 
 
 def _per_code(env: Mapping[str, str]) -> str:
-    from worker.retry import parse_per_code
-
     raw = env.get("IMGMOD_RETRY_PER_CODE", "")
     try:
         parse_per_code(raw)
     except ValueError as exc:
         raise ConfigError(f"IMGMOD_RETRY_PER_CODE={raw!r}: {exc}") from None
     return raw
+
+
+def parse_per_code(spec: str) -> dict[str, int]:
+    """``"403=20,405=3"`` -> ``{"403": 20, "405": 3}``; blanks around parts are ignored.
+
+    Raises ValueError naming the offending part and the expected form.
+    """
+    result: dict[str, int] = {}
+    for raw in spec.split(","):
+        part = raw.strip()
+        if not part:
+            continue
+        code, sep, count = (s.strip() for s in part.partition("="))
+        if not sep:
+            raise ValueError(
+                f"retry spec part {part!r} has no '=': write CODE=ATTEMPTS, e.g. 403=20"
+            )
+        if not _CODE_KEY.fullmatch(code):
+            raise ValueError(
+                f"retry spec part {part!r}: {code!r} is not a retry code (e.g. 403, transport)"
+            )
+        try:
+            attempts = int(count)
+        except ValueError:
+            raise ValueError(
+                f"retry spec part {part!r}: {count!r} is not a whole number of attempts"
+            ) from None
+        if attempts < 1:
+            raise ValueError(f"retry spec part {part!r}: attempts must be at least 1")
+        if code in result:
+            raise ValueError(f"retry spec part {part!r}: code {code} is given twice")
+        result[code] = attempts
+    return result
 
 
 def normalize_database_url(url: str) -> str:
@@ -257,27 +274,16 @@ def resolve_endpoint(region: str, vpc: bool, endpoint: str, allow_http: bool = F
             f"IMGMOD_REGION={region!r} is not a region of Image Moderation 2.0; "
             f"use one of {', '.join(REGIONS)}"
         )
-    public, private = REGIONS[region]
+    row = REGIONS[region]
     if vpc:
-        if private is None:
-            with_vpc = ", ".join(r for r, (_, v) in REGIONS.items() if v)
+        if row.vpc_endpoint is None:
+            with_vpc = ", ".join(r.id for r in REGIONS.values() if r.vpc_endpoint)
             raise ConfigError(
                 f"IMGMOD_VPC=1 but region {region} has no VPC endpoint; "
                 f"unset IMGMOD_VPC or use one of {with_vpc}"
             )
-        return f"https://{private}"
-    return f"https://{public}"
-
-
-def validate_info_type(value: str) -> str:
-    """Comma list of the four documented values, normalised (no blanks, no repeats)."""
-    parts = [p.strip() for p in value.split(",") if p.strip()]
-    bad = [p for p in parts if p not in INFO_TYPES]
-    if bad:
-        raise ConfigError(
-            f"infoType {', '.join(bad)!s} is not valid; use any of {', '.join(INFO_TYPES)}"
-        )
-    return ",".join(dict.fromkeys(parts))
+        return f"https://{row.vpc_endpoint}"
+    return f"https://{row.public_endpoint}"
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -286,14 +292,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     vpc = _bool(env, "IMGMOD_VPC")
     allow_http = _bool(env, "IMGMOD_ALLOW_HTTP")
     endpoint = resolve_endpoint(region, vpc, env.get("IMGMOD_ENDPOINT", ""), allow_http)
-    service = env.get("IMGMOD_SERVICE", DEFAULTS["IMGMOD_SERVICE"])
-    if service not in SERVICES:
-        raise ConfigError(f"IMGMOD_SERVICE={service!r}: use one of {', '.join(SERVICES)}")
     try:
+        service = validate_service(env.get("IMGMOD_SERVICE", DEFAULTS["IMGMOD_SERVICE"]))
         # Unset: the default; set to empty: no infoType at all (no Ext data).
         info_type = validate_info_type(env.get("IMGMOD_INFO_TYPE", DEFAULTS["IMGMOD_INFO_TYPE"]))
-    except ConfigError as exc:
-        raise ConfigError(f"IMGMOD_INFO_TYPE: {exc}") from None
+    except InvalidParameter as exc:
+        variable = {"Service": "IMGMOD_SERVICE", "infoType": "IMGMOD_INFO_TYPE"}[exc.field]
+        raise ConfigError(f"{variable}: {exc.reason}") from None
     broker_url = env.get("IMGMOD_BROKER_URL", DEFAULTS["IMGMOD_BROKER_URL"])
     limiter_url = env.get("IMGMOD_LIMITER_URL", "") or (
         broker_url if broker_url.startswith(("redis://", "rediss://", "unix://")) else None
@@ -320,7 +325,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         read_timeout=_float(env, "IMGMOD_READ_TIMEOUT"),
         call_deadline=_float(env, "IMGMOD_CALL_DEADLINE"),
         allow_http=allow_http,
-        pool_size=_int(env, "IMGMOD_POOL_SIZE"),
         max_attempts=_int(env, "IMGMOD_MAX_ATTEMPTS"),
         retry_per_code=_per_code(env),
         backoff_base=_float(env, "IMGMOD_BACKOFF_BASE"),

@@ -5,271 +5,42 @@ redelivered message for a done row, or for a row leased by a live worker, costs 
 the task works on the row, the process's :class:`~worker.heartbeat.LeaseKeeper` renews its
 lease; a killed worker's rows are swept back to the queue about one lease later.
 
-A billed answer is parked in Redis the moment it arrives (:mod:`worker.answers`), before the
-SQL write, and cleared after it; any later claim of the row stores a parked answer instead of
-calling again. So a worker killed at any point can only re-bill the calls it had on the wire,
-and a database outage re-bills nothing. An answer the database refuses (not an outage) fails
-the row with the reason; it is never retried forever.
+A billed answer is parked in Redis the moment it arrives, before the SQL write
+(:mod:`worker.durable`): a worker killed at any point can only re-bill the calls it had on the
+wire, and a database outage re-bills nothing. What to do after a failed call is decided by
+:func:`worker.retry.decide_error`; this module only carries the decision out. The process's
+shared resources are the :class:`~worker.runtime.Runtime`, built once from the settings of the
+process's app (:func:`worker.app.process_settings`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import socket
-import threading
 import time
-import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import redis
-import sqlalchemy as sa
 from celery import Task
 from celery.signals import task_received, worker_ready, worker_shutdown
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from worker import store
-from worker.answers import AnswerSlot, ParkedAnswers
-from worker.app import app
-from worker.client import ModerationClient
-from worker.errors import ModerationError, Throttled, retry_code
-from worker.heartbeat import LeaseKeeper, MessagesInHand
-from worker.limits import LimiterUnavailable, LocalRateLimiter, RateLimiter, limiter_for
-from worker.metrics import NULL_METRICS, Recorder, metrics_for
-from worker.params import ImageRef
-from worker.results import ModerationResponse, parse_response
-from worker.retry import RetryPolicy, backoff_delay
-from worker.settings import Settings, load_credentials, load_settings
+from worker.app import process_app, process_settings
+from worker.durable import park_answer, slot_of, store_answer, take_parked_answer, with_db_retries
+from worker.errors import ModerationError, Throttled
+from worker.limits import LimiterUnavailable
+from worker.retry import Retry, backend_wait, countdown, decide_error, look_again_after
+from worker.runtime import Runtime, current_runtime, new_owner, process_runtime
 
 log = logging.getLogger("imgmod.task")
 
-LEASE_GRACE_S = 1.0  # past another worker's lease end before looking again (clock skew, commit)
-HOSTNAME = socket.gethostname()
-REDIS_TIMEOUT_S = 5.0  # the parked-answer client: a hung Redis fails the call, not the thread
-T = TypeVar("T")
-
-
-@dataclass
-class Runtime:
-    """Per-process resources, built once on first use and shared by the worker's threads."""
-
-    settings: Settings
-    engine: Engine
-    client: ModerationClient
-    limiter: RateLimiter | LocalRateLimiter
-    policy: RetryPolicy
-    redis: Any  # redis.Redis | None
-    leases: LeaseKeeper
-    answers: ParkedAnswers | None = None  # None without Redis: answers are durable once in SQL
-    metrics: Recorder = NULL_METRICS
-
-    @classmethod
-    def build(cls, settings: Settings) -> Runtime:
-        limiter = limiter_for(settings)
-        r = (
-            redis.Redis.from_url(
-                settings.limiter_url,
-                socket_timeout=REDIS_TIMEOUT_S,
-                socket_connect_timeout=REDIS_TIMEOUT_S,
-            )
-            if settings.limiter_url
-            else None
-        )
-        metrics = metrics_for(settings.metrics_port)
-        metrics.watch_limiter(limiter.current_rate)
-        engine = store.make_engine(settings.database_url)
-        hands = (
-            None
-            if r is None
-            else MessagesInHand(
-                r,
-                _deployment(settings),
-                f"{HOSTNAME}/{os.getpid()}/{uuid.uuid4().hex[:8]}",
-                settings.lease_seconds,
-            )
-        )
-        return cls(
-            settings=settings,
-            engine=engine,
-            client=ModerationClient.from_settings(settings, load_credentials()),
-            limiter=limiter,
-            policy=RetryPolicy.from_settings(settings, settings.retry_per_code),
-            redis=r,
-            leases=LeaseKeeper(engine, settings.lease_seconds, publish_again, hands),
-            answers=None if r is None else ParkedAnswers(r),
-            metrics=metrics,
-        )
-
-
-_runtime: Runtime | None = None
-_runtime_lock = threading.Lock()
+app = process_app()
 
 
 def runtime() -> Runtime:
-    global _runtime
-    if _runtime is None:
-        with _runtime_lock:
-            if _runtime is None:
-                _runtime = Runtime.build(load_settings())
-    return _runtime
-
-
-def _deployment(settings: Settings) -> str:
-    """Names this deployment's database in Redis keys other deployments may share (hashed,
-    without its password)."""
-    database = sa.make_url(settings.database_url).render_as_string(hide_password=True)
-    return hashlib.sha256(database.encode()).hexdigest()[:12]
-
-
-def new_owner() -> str:
-    return f"{HOSTNAME}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
-
-
-def _ref_of(item: store.ClaimedItem) -> ImageRef:
-    return ImageRef(
-        image_url=item.image_url,
-        oss_bucket=item.oss_bucket,
-        oss_object=item.oss_object,
-        oss_region=item.oss_region,
-        data_id=item.data_id,
-        referer=item.referer,
-    )
-
-
-def _slot_of(item: store.ClaimedItem) -> AnswerSlot:
-    """Where this row's billed answer is parked: its database's job, the item, the service and
-    the reference, so no other database's (or job's) answer can ever be taken for it."""
-    return AnswerSlot(
-        job_key=item.job_key,
-        job_id=item.job_id,
-        item_id=item.id,
-        service=item.service,
-        reference=(
-            item.image_url,
-            item.oss_bucket,
-            item.oss_object,
-            item.oss_region,
-            item.data_id,
-            item.referer,
-        ),
-    )
-
-
-def _with_db_retries(rt: Runtime, what: str, fn: Callable[[], T], deadline: float) -> T:
-    """Run a store call, waiting out a database outage until ``deadline`` (monotonic).
-
-    Only an outage (:func:`worker.store.is_outage`) is waited out; a refused statement is
-    raised at once, as repeating it would only repeat the refusal.
-    """
-    attempt = 0
-    while True:
-        try:
-            return fn()
-        except SQLAlchemyError as exc:
-            if not store.is_outage(exc):
-                raise
-            attempt += 1
-            if time.monotonic() >= deadline:
-                raise
-            delay = backoff_delay(attempt, 0.2, 5.0)
-            log.warning(
-                "database unavailable during %s (%s); retrying in %.1fs",
-                what,
-                type(exc).__name__,
-                delay,
-            )
-            time.sleep(delay)
-
-
-def park_answer(rt: Runtime, slot: AnswerSlot, response: ModerationResponse) -> bool:
-    """Make a billed answer durable before its SQL write; True when parked in Redis."""
-    if rt.answers is None:
-        return False
-    try:
-        rt.answers.park(slot, response.raw)
-        return True
-    except redis.RedisError as exc:  # Redis down too: the SQL write is all we have
-        log.warning("could not park the answer of item %s in Redis (%s)", slot.item_id, exc)
-        return False
-
-
-def take_parked_answer(rt: Runtime, slot: AnswerSlot) -> ModerationResponse | None:
-    """The answer an earlier attempt on this very row paid for and did not store, if any.
-    Raises ``redis.RedisError`` when Redis cannot say: then calling the API again could pay
-    for an answer we already hold."""
-    if rt.answers is None:
-        return None
-    raw = rt.answers.find(slot)
-    return None if raw is None else parse_response(raw, http_status=200)
-
-
-def _refusal(exc: BaseException) -> str:
-    """The database's own words, first line only (a PostgreSQL DETAIL may quote the data)."""
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300] if text else 'no message'}"
-
-
-def store_answer(
-    rt: Runtime,
-    item: store.ClaimedItem,
-    owner: str,
-    response: ModerationResponse,
-    parked: bool,
-) -> str:
-    """Write a billed answer; ``"done"``, or ``"failed"`` when the database refuses it.
-
-    An outage is waited out for as long as this process lives (the answer is parked in Redis
-    meanwhile, so even a crash costs nothing). A refusal fails the row with the reason and
-    leaves the answer parked until it expires: ``imgmod retry`` stores it without a new call
-    once the cause is fixed.
-    """
-    slot = _slot_of(item)
-
-    def write() -> bool:
-        return store.record_result(rt.engine, item.id, owner, item.service, response)
-
-    try:
-        try:
-            write()
-        except SQLAlchemyError as exc:
-            if not store.is_outage(exc):
-                raise
-            parked = parked or park_answer(rt, slot, response)
-            log.warning(
-                "database write failed for item %s; answer %s, retrying the write",
-                item.id,
-                "parked in Redis" if parked else "held in memory",
-            )
-            _with_db_retries(rt, "record_result", write, deadline=float("inf"))
-    except Exception as exc:  # noqa: BLE001 - refused for good: say so on the row, don't loop
-        reason = _refusal(exc)
-        _with_db_retries(
-            rt,
-            "record_failure",
-            lambda: store.record_failure(
-                rt.engine,
-                item.id,
-                owner,
-                "unstorable",
-                "the database refused the billed answer; it stays parked in Redis for a week: "
-                f"fix the cause, then `imgmod retry JOB --code unstorable` ({reason})",
-                reason,
-            ),
-            time.monotonic() + 3600,
-        )
-        log.error("item %s: the database refused its billed answer: %s", item.id, reason)
-        return "failed"
-    if parked and rt.answers is not None:
-        try:
-            rt.answers.clear(slot)
-        except redis.RedisError:
-            # The answer is stored; the parked copy expires, and the row is done meanwhile.
-            log.warning("could not clear the parked answer of item %s", item.id)
-    return "done"
+    """This worker process's runtime, built on first use from its app's settings."""
+    return process_runtime(process_settings(), publish_again)
 
 
 def _log_outcome(item: store.ClaimedItem, code: object, request_id: str | None, what: str) -> None:
@@ -321,7 +92,7 @@ def _moderate(self: Task, rt: Runtime, item_id: int) -> str:
     try:
         item = store.claim_item(rt.engine, item_id, owner, rt.settings.lease_seconds)
     except SQLAlchemyError as exc:
-        delay = backoff_delay(self.request.retries + 1, 1.0, 30.0)
+        delay = backend_wait(self.request.retries)
         log.warning(
             "database unavailable claiming item %s (%s); retry in %.1fs",
             item_id,
@@ -337,11 +108,9 @@ def _moderate(self: Task, rt: Runtime, item_id: int) -> str:
         if left is None:
             log.debug("item %s is done, failed or rejected: nothing to do", item_id)
             return "skipped"
-        # Leased elsewhere. Dropping this message would strand the row if that worker is dead
-        # (a message restored a moment before the dead worker's lease ran out): look again
-        # once the lease is over; by then a live owner has closed the row and this is a no-op.
+        # Leased elsewhere: look again once the lease is over, never drop (look_again_after).
         log.info("item %s is leased by another worker for %.1fs more; looking again", item_id, left)
-        raise _retry_later(self, rt, left + LEASE_GRACE_S)
+        raise _retry_later(self, rt, look_again_after(left))
     with rt.leases.holding(item.id, owner):
         return _moderate_claimed(self, rt, item, owner)
 
@@ -353,7 +122,7 @@ def _moderate_claimed(self: Task, rt: Runtime, item: store.ClaimedItem, owner: s
     order keeps one outcome for a Redis that is away ("limiter unavailable": hand the row back).
     """
     claimed_at = time.monotonic()
-    slot = _slot_of(item)
+    slot = slot_of(item)
     try:
         rt.metrics.observe_wait(rt.limiter.acquire())
     except LimiterUnavailable as exc:
@@ -384,7 +153,7 @@ def _moderate_claimed(self: Task, rt: Runtime, item: store.ClaimedItem, owner: s
     started = time.monotonic()
     try:
         with rt.metrics.in_flight():
-            response = rt.client.moderate(item.service, _ref_of(item), item.info_type)
+            response = rt.client.moderate(item.service, item.ref, item.info_type)
     except ModerationError as err:
         rt.metrics.observe_call(err.code, time.monotonic() - started)
         return _handle_error(self, rt, item, owner, err)
@@ -408,26 +177,24 @@ def _handle_error(
     err: ModerationError,
 ) -> str:
     code = str(err.code) if err.code is not None else "transport"
-    key = retry_code(err.code, err.http_status)  # a gateway 502 page counts as "500"
     if isinstance(err, Throttled):
         try:
             rt.limiter.on_throttled()
         except LimiterUnavailable as exc:  # advisory: the retry below matters more
             log.warning("could not cut the shared rate: %s", exc)
+    # A gateway 502 page counts under "500", a 429 under "403" (worker.retry.decide).
+    decision = decide_error(err, item.attempts, rt.policy)
     deadline = time.monotonic() + 3600
-    if err.retryable and rt.policy.should_retry(key, item.attempts):
-        delay = rt.policy.delay(item.attempts)
-        _with_db_retries(
-            rt,
+    if isinstance(decision, Retry):
+        with_db_retries(
             "record_retry",
             lambda: store.record_retry(rt.engine, item.id, owner, code, err.message, str(err)),
             deadline,
         )
-        _log_outcome(item, code, err.request_id, f"retry in {delay:.1f}s")
+        _log_outcome(item, code, err.request_id, f"retry in {decision.delay:.1f}s")
         rt.metrics.retry(code)
-        raise _retry_later(self, rt, delay)
-    _with_db_retries(
-        rt,
+        raise _retry_later(self, rt, decision.delay)
+    with_db_retries(
         "record_failure",
         lambda: store.record_failure(rt.engine, item.id, owner, code, err.message, str(err)),
         deadline,
@@ -437,16 +204,13 @@ def _handle_error(
 
 
 def _retry_later(self: Task, rt: Runtime, delay: float) -> Exception:
-    """``self.retry`` after about ``delay`` s, never longer than half the visibility timeout.
+    """``self.retry`` after about ``delay`` s, never longer than half the visibility timeout
+    (:func:`worker.retry.countdown` says why).
 
-    The retry message waits in the worker unacknowledged; held past the broker's visibility
-    timeout, kombu would restore it to the queue while it is still held, and each restore would
-    add one more copy. Waiting less than asked only costs an early look.
     A retry whose publish fails (broker gone) rejects this message: the row is left ``queued``
-    (or as it was), and ``imgmod resume`` / the stall detection of ``imgmod run`` republish it.
+    (or as it was), and a live worker's orphan finder (or ``imgmod resume``) republishes it.
     """
-    countdown = min(delay, max(1.0, rt.settings.visibility_timeout / 2))
-    result: Exception = self.retry(countdown=countdown)
+    result: Exception = self.retry(countdown=countdown(delay, rt.settings.visibility_timeout))
     return result
 
 
@@ -458,9 +222,8 @@ def _release_for_later(
     No call is made without a permit, so nothing was billed; the message must not fail (it
     would be acknowledged and the row left ``running`` until its lease ran out).
     """
-    delay = backoff_delay(self.request.retries + 1, 1.0, 30.0)
-    _with_db_retries(
-        rt,
+    delay = backend_wait(self.request.retries)
+    with_db_retries(
         "record_retry",
         lambda: store.record_retry(
             rt.engine, item.id, owner, what, f"{what} unavailable", type(exc).__name__
@@ -491,8 +254,9 @@ def _start_lease_keeper(**_: object) -> None:
 
 @worker_shutdown.connect(dispatch_uid="imgmod.leases.stop")  # type: ignore[untyped-decorator]
 def _stop_lease_keeper(**_: object) -> None:
-    if _runtime is not None:
-        _runtime.leases.stop()
+    rt = current_runtime()
+    if rt is not None:
+        rt.leases.stop()
 
 
 @task_received.connect(dispatch_uid="imgmod.in-hand")  # type: ignore[untyped-decorator]
@@ -500,10 +264,11 @@ def _message_received(request: Any = None, **_: object) -> None:
     """Record each message as in hand the moment the consumer takes it, before any thread
     runs it: prefetched messages and retries waiting for their countdown are the ones a
     killed worker would otherwise keep invisible for the whole visibility timeout."""
-    if request is None or request.name != "imgmod.moderate" or _runtime is None:
+    rt = current_runtime()
+    if request is None or request.name != "imgmod.moderate" or rt is None:
         return
     try:
         item_id = int(request.args[0])
     except (IndexError, TypeError, ValueError):
         return
-    _in_hand(_runtime, item_id, True)
+    _in_hand(rt, item_id, True)

@@ -25,7 +25,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.local import free_port, wait_until
+from worker.processes import free_port, wait_until
 
 SERVER_USER = "postgres"
 COMMAND_TIMEOUT = 120

@@ -17,11 +17,9 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from tests.support import Stack, open_stack, run_imgmod, running_emulator, stack_env
 from worker import store
-from worker.emulator import TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET
-from worker.emulator.testing import ImageServerHandle, running_emulator, running_image_server
-from worker.local import private_redis, start_worker
-from worker.local import run_imgmod as imgmod
+from worker.processes import ImageServerHandle, PrivateRedis, private_redis
 from worker.sources import Accepted, Rejected, read_inputs
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -84,25 +82,14 @@ def test_the_reader_turns_every_corpus_line_into_what_the_manifest_says(tmp_path
             assert "\x00" not in got.raw and len(got.raw) <= 2000
 
 
-@pytest.fixture(scope="module")
-def images() -> Iterator[ImageServerHandle]:
-    with running_image_server() as server:
-        yield server
-
-
 @pytest.fixture
-def env(database_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
-    with private_redis() as broker, running_emulator(qps=1000) as emulator:
-        values = {
-            "IMGMOD_DATABASE_URL": database_url,
-            "IMGMOD_BROKER_URL": broker.url,
-            "IMGMOD_ENDPOINT": emulator.url,
-            "ALIBABA_CLOUD_ACCESS_KEY_ID": TEST_ACCESS_KEY_ID,
-            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": TEST_ACCESS_KEY_SECRET,
-            "IMGMOD_TEST_EMULATOR_URL": emulator.url,  # for the test's own reading only
-        }
-        assert imgmod(values, "db", "upgrade").returncode == 0
-        yield values
+def corpus_stack(
+    database_url: str, broker: PrivateRedis, image_server: ImageServerHandle, tmp_path: Path
+) -> Iterator[Stack]:
+    with running_emulator(qps=1000) as emulator:
+        env = stack_env(database_url, broker.url, emulator)
+        with open_stack(env, tmp_path, emulator, image_server, broker=broker) as stack:
+            yield stack
 
 
 def _rows(url: str, sql: str) -> list[Any]:
@@ -116,14 +103,15 @@ def _rows(url: str, sql: str) -> list[Any]:
 
 @pytest.mark.service
 def test_every_bad_line_is_rejected_by_name_and_every_good_line_around_it_is_moderated(
-    env: dict[str, str], images: ImageServerHandle, tmp_path: Path
+    corpus_stack: Stack, tmp_path: Path
 ) -> None:
-    from worker.emulator.testing import _request_json
-
-    paths = expand_corpus(tmp_path, images.url)
-    worker = start_worker(env, tmp_path / "worker.log", concurrency=8)
+    env = corpus_stack.env
+    paths = expand_corpus(tmp_path, corpus_stack.images.url)
+    worker = corpus_stack.start_worker(concurrency=8)
     try:
-        run = imgmod(env, "run", *map(str, paths), "--job", "corpus", "--stall-seconds", "60")
+        run = corpus_stack.imgmod(
+            "run", *map(str, paths), "--job", "corpus", "--stall-seconds", "60"
+        )
     finally:
         worker.terminate(timeout=30)
 
@@ -150,7 +138,7 @@ def test_every_bad_line_is_rejected_by_name_and_every_good_line_around_it_is_mod
     assert by_line == {}, f"rows for lines that should make none: {sorted(by_line)}"
     rejected = sum(len(spec["rejected"]) for spec in MANIFEST["files"].values())
     assert f"{good} accepted, 0 duplicate, {rejected} rejected" in run.stdout
-    stats = _request_json(env["IMGMOD_TEST_EMULATOR_URL"] + "/__emulator__/stats")
+    stats = corpus_stack.emulator.stats()
     assert stats["billed"] == good and max(stats["billed_by_image"].values()) == 1
 
 
@@ -187,7 +175,7 @@ def test_an_unknown_service_or_info_type_exits_2_with_the_fix_and_enqueues_nothi
     src = tmp_path / "ok.txt"
     src.write_text("http://127.0.0.1:9/img/1.png\n")
 
-    out = imgmod(env, command, str(src), "--job", "refused", option, value, timeout=60)
+    out = run_imgmod(env, command, str(src), "--job", "refused", option, value, timeout=60)
 
     assert out.returncode == 2, out.stdout + out.stderr
     assert message in out.stderr

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from worker.local import wait_until
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
@@ -102,7 +102,7 @@ def test_limiter_outage_hands_rows_back_and_the_job_still_completes(
 ) -> None:
     """The limiter's Redis (here apart from the broker) goes away mid-job: no permit, no call;
     each task hands its row back and retries, none fails, and the job ends with no help."""
-    from worker.local import PrivateRedis, free_port
+    from worker.processes import PrivateRedis, free_port
 
     limiter = PrivateRedis(port=free_port(), directory=tmp_path)
     limiter.start()

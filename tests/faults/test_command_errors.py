@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +15,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.support import run_imgmod, wait_until
 from worker import store
-from worker.local import free_port, redis_reachable, run_imgmod, wait_until
+from worker.processes import free_port, redis_reachable
 
 pytestmark = pytest.mark.service
 
@@ -237,16 +237,8 @@ def test_an_unreadable_input_is_refused_before_the_database_is_touched(
         setpriv = shutil.which("setpriv")
         if setpriv is None:
             pytest.skip("running as root without setpriv to drop privileges")
-        full = {**os.environ, **env, "HOME": "/tmp"}
-        out = subprocess.run(
-            [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
-            + [sys.executable, "-m", "worker.cli", *argv],
-            env=full,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        drop = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+        out = run_imgmod({**env, "HOME": "/tmp"}, *argv, timeout=60, prefix=drop)
     else:
         out = run_imgmod(env, *argv, timeout=60)
     line = one_line_error(out)

@@ -9,24 +9,19 @@ all along, rides the outage out and exits 0.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from pg_cluster import ClusterUnavailable, PgCluster, private_pg_cluster
 from sqlalchemy.exc import SQLAlchemyError
 
+from tests.support import Stack, open_stack, running_emulator, stack_env, start_imgmod, wait_until
 from worker import store
-from worker.emulator import TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET
-from worker.emulator.testing import running_emulator, running_image_server
-from worker.local import PrivateRedis, WorkerProcess, private_redis, start_worker, wait_until
-from worker.local import run_imgmod as imgmod
+from worker.processes import ImageServerHandle, PrivateRedis
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
@@ -44,30 +39,20 @@ def cluster() -> Iterator[PgCluster]:
 
 
 @pytest.fixture
-def broker() -> Iterator[PrivateRedis]:
-    with private_redis() as server:
-        yield server
-
-
-@pytest.fixture
-def stack(cluster: PgCluster, broker: PrivateRedis, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    with running_image_server() as images, running_emulator(qps=100, latency_ms=50) as emu:
-        env = {
-            "IMGMOD_DATABASE_URL": cluster.create_database("imgmod"),
-            "IMGMOD_BROKER_URL": broker.url,
-            "IMGMOD_ENDPOINT": emu.url,
-            "IMGMOD_QPS": "20",  # 200 images take ~10 s: the outage lands mid-job
-            "IMGMOD_BACKOFF_BASE": "0.2",
-            "IMGMOD_BACKOFF_CAP": "2",
-            "ALIBABA_CLOUD_ACCESS_KEY_ID": TEST_ACCESS_KEY_ID,
-            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": TEST_ACCESS_KEY_SECRET,
-        }
-        upgrade = imgmod(env, "db", "upgrade")
-        assert upgrade.returncode == 0, upgrade.stderr
-        workers: list[WorkerProcess] = []
-        yield {"env": env, "images": images, "emulator": emu, "workers": workers}
-        for worker in workers:
-            worker.terminate(timeout=30)
+def stack(
+    cluster: PgCluster, broker: PrivateRedis, image_server: ImageServerHandle, tmp_path: Path
+) -> Iterator[Stack]:
+    with running_emulator(qps=100, latency_ms=50) as emu:
+        env = stack_env(
+            cluster.create_database("imgmod"),
+            broker.url,
+            emu,
+            IMGMOD_QPS="20",  # 200 images take ~10 s: the outage lands mid-job
+            IMGMOD_BACKOFF_BASE="0.2",
+            IMGMOD_BACKOFF_CAP="2",
+        )
+        with open_stack(env, tmp_path, emu, image_server, broker=broker) as opened:
+            yield opened
 
 
 def counts_or_none(engine: sa.Engine, job: str) -> dict[str, int] | None:
@@ -80,21 +65,15 @@ def counts_or_none(engine: sa.Engine, job: str) -> dict[str, int] | None:
 
 
 def test_workers_and_imgmod_run_ride_out_a_10s_database_outage_billing_nothing_twice(
-    stack: dict[str, Any], cluster: PgCluster, tmp_path: Path
+    stack: Stack, cluster: PgCluster, tmp_path: Path
 ) -> None:
-    env, emulator = stack["env"], stack["emulator"]
+    env, emulator = stack.env, stack.emulator
     src = tmp_path / "urls.txt"
-    src.write_text("\n".join(stack["images"].image_url(i) for i in range(IMAGES)) + "\n")
-    stack["workers"].append(
-        start_worker(env, tmp_path / "worker0.log", concurrency=16, hostname="w0@%h")
-    )
+    src.write_text("\n".join(stack.images.image_url(i) for i in range(IMAGES)) + "\n")
+    stack.start_worker(concurrency=16)
     run_log = (tmp_path / "run.out").open("w+")
-    run = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "run", str(src), "--job", "outage"],
-        env={**os.environ, **env},
-        stdout=run_log,
-        stderr=subprocess.STDOUT,
-        text=True,
+    run = start_imgmod(
+        env, "run", str(src), "--job", "outage", stdout=run_log, stderr=subprocess.STDOUT
     )
     engine = store.make_engine(env["IMGMOD_DATABASE_URL"])
     try:
@@ -132,7 +111,7 @@ def test_workers_and_imgmod_run_ride_out_a_10s_database_outage_billing_nothing_t
     assert stats["billed"] == IMAGES
     assert len(stats["billed_by_image"]) == IMAGES
     assert max(stats["billed_by_image"].values()) == 1
-    log = stack["workers"][0].log()
+    log = stack.workers[0].log()
     assert "database unavailable" in log  # the workers did wait for it
     # `imgmod run` watched the whole job, outage included, and reports success.
     assert run.returncode == 0, run_output

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from tests.support import wait_until
 from worker import store
-from worker.local import wait_until
 from worker.results import parse_response
 
 pytestmark = pytest.mark.service

@@ -20,27 +20,21 @@ import redis
 import sqlalchemy as sa
 from pg_cluster import ClusterUnavailable, PgCluster, private_pg_cluster
 
+from tests.support import Emulator, run_imgmod, wait_until
 from worker import store
 from worker.emulator.samples import sample_bytes_for_path
-from worker.emulator.testing import (
-    EmulatorHandle,
+from worker.processes import (
     ImageServerHandle,
+    private_redis,
     running_emulator,
     running_image_server,
+    start_worker,
 )
-from worker.local import private_redis, start_worker, wait_until
-from worker.local import run_imgmod as imgmod
-from worker.params import normalize_url
+from worker.urls import normalize_url
 
 pytestmark = pytest.mark.service
 
 KEY_ID = "myid"
-
-
-@pytest.fixture(scope="module")
-def images() -> Iterator[ImageServerHandle]:
-    with running_image_server() as server:
-        yield server
 
 
 # ------------------------------------------------------------------ (a) the secret never leaks
@@ -52,7 +46,7 @@ def secret() -> str:
 
 
 @pytest.fixture
-def emulator_with_output(secret: str, tmp_path: Path) -> Iterator[tuple[EmulatorHandle, Path]]:
+def emulator_with_output(secret: str, tmp_path: Path) -> Iterator[tuple[Emulator, Path]]:
     """The emulator accepting only ``myid:<secret>``, its stdout and stderr kept in a file."""
     out_path = tmp_path / "emulator.out"
     with out_path.open("wb") as out:
@@ -80,7 +74,7 @@ def emulator_with_output(secret: str, tmp_path: Path) -> Iterator[tuple[Emulator
         wait_until(announced, 20, "the emulator to announce its address")
         line = next(x for x in out_path.read_text().splitlines() if "http://" in x)
         url = line.rsplit(" ", 1)[-1].strip()
-        yield EmulatorHandle(url=url, process=process, access_key_id=KEY_ID), out_path
+        yield Emulator(url=url, process=process, access_key_id=KEY_ID), out_path
     finally:
         process.terminate()
         process.wait(10)
@@ -133,8 +127,8 @@ def _leaks(secret: str, text: str) -> list[str]:
 @pytest.mark.slow
 def test_the_secret_appears_in_no_log_output_table_or_broker_message_even_at_debug(
     secret: str,
-    emulator_with_output: tuple[EmulatorHandle, Path],
-    images: ImageServerHandle,
+    emulator_with_output: tuple[Emulator, Path],
+    image_server: ImageServerHandle,
     pg_url: str,
     tmp_path: Path,
 ) -> None:
@@ -152,13 +146,14 @@ def test_the_secret_appears_in_no_log_output_table_or_broker_message_even_at_deb
         outputs: dict[str, str] = {}
 
         def record(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-            done = imgmod(env, *args)
+            done = run_imgmod(env, *args)
             outputs[name] = done.stdout + done.stderr
             return done
 
         assert record("upgrade", "db", "upgrade").returncode == 0
-        lines = [images.image_url(i) for i in range(20)]
-        lines += [f"{images.url}/missing/1.png", f"{images.url}/text/1.txt", "ftp://x/y.png"]
+        lines = [image_server.image_url(i) for i in range(20)]
+        base = image_server.url
+        lines += [f"{base}/missing/1.png", f"{base}/text/1.txt", "ftp://x/y.png"]
         src = tmp_path / "urls.txt"
         src.write_text("\n".join(lines) + "\n")
         assert record("enqueue", "enqueue", str(src), "--job", "secret").returncode == 0
@@ -175,7 +170,7 @@ def test_the_secret_appears_in_no_log_output_table_or_broker_message_even_at_deb
         wrong = {**env, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": wrong_secret}
         wrong_worker = start_worker(wrong, tmp_path / "wrong.log", concurrency=2, loglevel="DEBUG")
         try:
-            done = imgmod(wrong, "run", str(src), "--job", "wrong-secret")
+            done = run_imgmod(wrong, "run", str(src), "--job", "wrong-secret")
             outputs["run-wrong-secret"] = done.stdout + done.stderr
             assert done.returncode == 3
         finally:
@@ -221,7 +216,7 @@ HOSTILE = [
 
 
 def test_sql_and_shell_metacharacters_are_stored_and_exported_verbatim(
-    pg_url: str, images: ImageServerHandle, tmp_path: Path
+    pg_url: str, image_server: ImageServerHandle, tmp_path: Path
 ) -> None:
     oss_root = tmp_path / "oss"
     oss_key = "dir/it's; rm -rf $(pwd) `x` --.png"
@@ -233,7 +228,7 @@ def test_sql_and_shell_metacharacters_are_stored_and_exported_verbatim(
     for i, text in enumerate(HOSTILE):
         query = f"?q={text}&i={i}".replace(" ", "%20")  # a raw space is no URL character
         rows.append(
-            {"url": images.image_url(200 + i) + query, "referer": "https://r.example/" + text}
+            {"url": image_server.image_url(200 + i) + query, "referer": "https://r.example/" + text}
         )
     rows.append(
         {
@@ -256,15 +251,15 @@ def test_sql_and_shell_metacharacters_are_stored_and_exported_verbatim(
             "ALIBABA_CLOUD_ACCESS_KEY_ID": TEST_ACCESS_KEY_ID,
             "ALIBABA_CLOUD_ACCESS_KEY_SECRET": TEST_ACCESS_KEY_SECRET,
         }
-        assert imgmod(env, "db", "upgrade").returncode == 0
+        assert run_imgmod(env, "db", "upgrade").returncode == 0
         worker = start_worker(env, tmp_path / "worker.log", concurrency=8)
         try:
-            run = imgmod(env, "run", str(src), "--job", job)
+            run = run_imgmod(env, "run", str(src), "--job", job)
         finally:
             worker.terminate(timeout=30)
         assert run.returncode == 0, run.stdout + run.stderr + worker.log()[-3000:]
-        jsonl = imgmod(env, "export", job, "--format", "jsonl")
-        csv_out = imgmod(env, "export", job, "--format", "csv")
+        jsonl = run_imgmod(env, "export", job, "--format", "jsonl")
+        csv_out = run_imgmod(env, "export", job, "--format", "csv")
         assert emulator.stats()["billed"] == len(rows)
 
     assert not Path("/tmp/imgmod-pwned").exists()
@@ -408,8 +403,8 @@ def test_a_newline_in_the_sts_token_stops_the_worker_with_one_line_and_exit_2(
             "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "Sekr1t-not-shown-0123",
             "ALIBABA_CLOUD_SECURITY_TOKEN": token,
         }
-        assert imgmod(env, "db", "upgrade").returncode == 0
-        result = imgmod(env, "worker", timeout=120)
+        assert run_imgmod(env, "db", "upgrade").returncode == 0
+        result = run_imgmod(env, "worker", timeout=120)
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
     assert "ALIBABA_CLOUD_SECURITY_TOKEN" in output and "line break at position 22" in output
@@ -427,8 +422,8 @@ def test_a_csv_header_cannot_forge_a_log_line(redis_url: str, tmp_path: Path) ->
         "IMGMOD_BROKER_URL": redis_url,
         "IMGMOD_LOG_FORMAT": "text",
     }
-    assert imgmod(env, "db", "upgrade").returncode == 0
-    result = imgmod(env, "enqueue", str(src), "--job", "forge")
+    assert run_imgmod(env, "db", "upgrade").returncode == 0
+    result = run_imgmod(env, "enqueue", str(src), "--job", "forge")
     assert "\r" not in result.stderr and "\x1b" not in result.stderr
     lines = result.stderr.splitlines()
     assert not any(line.startswith("[2026-11-25 03:12:45,101: ERROR") for line in lines), lines

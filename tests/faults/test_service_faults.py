@@ -10,133 +10,24 @@ state, that each fault was retried under the code it is classified as (read from
 from __future__ import annotations
 
 import json
-import os
-import re
 import subprocess
-import sys
-from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
+from tests.support import Stack, start_imgmod, wait_until
 from worker import store
-from worker.emulator import TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET
-from worker.emulator.testing import (
-    EmulatorHandle,
-    ImageServerHandle,
-    running_emulator,
-    running_image_server,
-)
-from worker.local import WorkerProcess, private_redis, start_worker, wait_until
 
 pytestmark = pytest.mark.service
 
-RETRY_LINE = re.compile(r"code=(.+?) attempts=(\d+) request_id=\S+ retry in")
-
-
-@dataclass
-class World:
-    """One job's private world: SQLite file, private Redis, the emulator, workers."""
-
-    env: dict[str, str]
-    tmp: Path
-    emulator: EmulatorHandle
-    images: ImageServerHandle
-    workers: list[WorkerProcess] = field(default_factory=list)
-
-    def start_worker(self, concurrency: int = 16, **env: str) -> WorkerProcess:
-        n = len(self.workers)
-        worker = start_worker(
-            {**self.env, **env}, self.tmp / f"worker{n}.log", concurrency, hostname=f"f{n}@%h"
-        )
-        self.workers.append(worker)
-        return worker
-
-    def imgmod(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "worker.cli", *args],
-            env={**os.environ, **self.env},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def urls(self, n: int, start: int = 0) -> Path:
-        path = self.tmp / f"urls{start}-{n}.txt"
-        path.write_text("\n".join(self.images.image_url(i) for i in range(start, start + n)) + "\n")
-        return path
-
-    def rows(self, sql: str) -> list[Any]:
-        engine = store.make_engine(self.env["IMGMOD_DATABASE_URL"])
-        try:
-            with engine.connect() as conn:
-                return list(conn.execute(sa.text(sql)))
-        finally:
-            engine.dispose()
-
-    def states(self, job: str) -> dict[str, int]:
-        out = json.loads(self.imgmod("status", job, "--json").stdout)["states"]
-        return {k: v for k, v in out.items() if v}
-
-    def retried_codes(self) -> Counter[str]:
-        """Retry code of every "retry in" line the workers logged."""
-        return Counter(m.group(1) for w in self.workers for m in RETRY_LINE.finditer(w.log()))
-
-    def settled_stats(self) -> dict[str, Any]:
-        """Emulator counters once no call is in flight (a slow answer may still be running)."""
-        wait_until(lambda: self.emulator.stats()["in_flight"] == 0, 30, "calls in flight to end")
-        return self.emulator.stats()
-
-
-@pytest.fixture(scope="module")
-def images() -> Iterator[ImageServerHandle]:
-    with running_image_server() as server:
-        yield server
-
-
-@pytest.fixture
-def world(images: ImageServerHandle, tmp_path: Path) -> Iterator[World]:
-    with private_redis() as redis_server, running_emulator(qps=1000, seed=7) as emulator:
-        env = {
-            "IMGMOD_DATABASE_URL": f"sqlite:///{tmp_path / 'imgmod.db'}",
-            "IMGMOD_BROKER_URL": redis_server.url,
-            "IMGMOD_ENDPOINT": emulator.url,
-            "IMGMOD_QPS": "100",
-            "IMGMOD_BACKOFF_BASE": "0.1",
-            "IMGMOD_BACKOFF_CAP": "0.5",
-            "IMGMOD_MAX_ATTEMPTS": "12",
-            "ALIBABA_CLOUD_ACCESS_KEY_ID": TEST_ACCESS_KEY_ID,
-            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": TEST_ACCESS_KEY_SECRET,
-        }
-        w = World(env, tmp_path, emulator, images)
-        upgrade = w.imgmod("db", "upgrade")
-        assert upgrade.returncode == 0, upgrade.stderr
-        try:
-            yield w
-        finally:
-            for worker in w.workers:
-                worker.terminate(timeout=30)
-
-
 @pytest.mark.slow
-def test_a_403_storm_converges_and_throttled_calls_stay_a_small_share(world: World) -> None:
+def test_a_403_storm_converges_and_throttled_calls_stay_a_small_share(world: Stack) -> None:
     """The emulator caps the key at 10/s while workers believe 100/s: AIMD must find the cap."""
     n = 150
     world.emulator.configure(qps=10)
     world.start_worker(concurrency=16, IMGMOD_RETRY_PER_CODE="403=100")
     src = world.urls(n)
-    run = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "run", str(src), "--job", "storm"],
-        env={**os.environ, **world.env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    run = start_imgmod(world.env, "run", str(src), "--job", "storm", stderr=subprocess.STDOUT)
     engine = store.make_engine(world.env["IMGMOD_DATABASE_URL"])
     try:
 
@@ -174,7 +65,7 @@ def test_a_403_storm_converges_and_throttled_calls_stay_a_small_share(world: Wor
     assert whole < 0.6, f"{whole:.1%} of the job's calls were throttled"
 
 
-def test_405_and_500_answers_are_retried_until_every_reference_is_done(world: World) -> None:
+def test_405_and_500_answers_are_retried_until_every_reference_is_done(world: Stack) -> None:
     n = 80
     world.emulator.configure(fault_405=0.1, fault_500=0.1)
     world.start_worker()
@@ -206,7 +97,7 @@ def test_405_and_500_answers_are_retried_until_every_reference_is_done(world: Wo
     ],
 )
 def test_transport_and_gateway_faults_are_retried_as_classified_and_billed_once(
-    world: World, knobs: dict[str, float], worker_env: dict[str, str], codes: set[str]
+    world: Stack, knobs: dict[str, float], worker_env: dict[str, str], codes: set[str]
 ) -> None:
     n = 60
     world.emulator.configure(**knobs)
@@ -229,7 +120,7 @@ def test_transport_and_gateway_faults_are_retried_as_classified_and_billed_once(
     assert len(stats["billed_by_image"]) == n
 
 
-def test_exhausted_retries_end_failed_with_the_last_code_and_attempt_count(world: World) -> None:
+def test_exhausted_retries_end_failed_with_the_last_code_and_attempt_count(world: Stack) -> None:
     n = 5
     world.emulator.configure(fault_500=1.0)
     world.start_worker(IMGMOD_RETRY_PER_CODE="500=2")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from worker.local import wait_until
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 

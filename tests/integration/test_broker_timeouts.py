@@ -3,18 +3,15 @@ must not hang the producer: bounded timeouts, then one clear line and exit 2."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support import start_imgmod, wait_until
 from worker import store
-from worker.local import wait_until
 
 pytestmark = pytest.mark.service
 
@@ -55,18 +52,11 @@ def test_enqueue_against_a_broker_that_never_answers_exits_2_with_one_line(
     source = tmp_path / "urls.txt"
     source.write_text("http://127.0.0.1:9/a.png\nhttp://127.0.0.1:9/b.png\n")
     env = {
-        **os.environ,
         "IMGMOD_DATABASE_URL": sqlite_url,
         "IMGMOD_BROKER_URL": silent_broker,
         "IMGMOD_BROKER_TIMEOUT": "1",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "enqueue", str(source), "--job", "silent"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_imgmod(env, "enqueue", str(source), "--job", "silent")
     try:
         wait_until(lambda: process.poll() is not None, 90, "imgmod enqueue to give up")
     finally:
@@ -87,6 +77,7 @@ def test_a_refill_against_a_broker_that_stops_answering_raises_and_keeps_rows_pe
     """The window's own broker calls are bounded too: BrokerUnavailable, no row taken."""
     from worker.app import make_app
     from worker.queue import BrokerUnavailable
+    from worker.settings import load_settings
     from worker.window import Refiller
 
     monkeypatch.setenv("IMGMOD_BROKER_URL", silent_broker)
@@ -111,7 +102,7 @@ def test_a_refill_against_a_broker_that_stops_answering_raises_and_keeps_rows_pe
 
     def refill() -> None:
         try:
-            outcome.append(Refiller(engine, make_app(), window=100).top_up())
+            outcome.append(Refiller(engine, make_app(load_settings()), window=100).top_up())
         except BaseException as exc:  # noqa: BLE001 - the test inspects it
             outcome.append(exc)
 

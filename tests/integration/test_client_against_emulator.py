@@ -7,11 +7,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.support import running_emulator
 from worker import errors
 from worker.client import ModerationClient
 from worker.emulator import TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET, expected_answer
 from worker.emulator.samples import sample_bytes_for_path
-from worker.emulator.testing import running_emulator
 from worker.params import validate_ref
 from worker.settings import Credentials
 

@@ -6,14 +6,13 @@ credentials without a Code 200.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from tests.support import run_imgmod
 from worker import store
 from worker.doctor import (
     Check,
@@ -28,8 +27,7 @@ from worker.doctor import (
     run_checks,
 )
 from worker.emulator import TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET
-from worker.emulator.testing import running_emulator
-from worker.local import free_port
+from worker.processes import free_port, running_emulator
 from worker.settings import Credentials, load_settings
 
 pytestmark = pytest.mark.service
@@ -172,13 +170,7 @@ def test_render_marks_each_check_and_gives_the_fix_of_failures() -> None:
 
 
 def _doctor(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", "doctor"],
-        env={**os.environ, **env, "PYTHONIOENCODING": "utf-8"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_imgmod({**env, "PYTHONIOENCODING": "utf-8"}, "doctor", timeout=120)
 
 
 def test_doctor_command_exits_0_when_all_pass_and_1_otherwise(env: dict[str, str]) -> None:

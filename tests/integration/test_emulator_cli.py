@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from worker.emulator.testing import ServerStartError, emulator_args, running_emulator
+from worker.processes import ServerStartError, emulator_args, running_emulator
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -9,14 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import Emulator, running_emulator
 from worker.emulator import TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET, expected_answer
 from worker.emulator.samples import sample_bytes_for_path, sample_image_bytes
-from worker.emulator.testing import (
-    EmulatorHandle,
-    ImageServerHandle,
-    running_emulator,
-    running_image_server,
-)
 from worker.signing import acs_date
 
 pytestmark = pytest.mark.service
@@ -24,12 +19,6 @@ pytestmark = pytest.mark.service
 ALL_INFO = "customImage,textInImage,publicFigure,logoData"
 NOPERM = "noperm-key:noperm-secret:noperm"
 OSS_BYTES = sample_image_bytes(9, "png")
-
-
-@pytest.fixture(scope="module")
-def images() -> Iterator[ImageServerHandle]:
-    with running_image_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +53,7 @@ def rules_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def emu(oss_root: Path, rules_file: Path) -> Iterator[EmulatorHandle]:
+def emu(oss_root: Path, rules_file: Path) -> Iterator[Emulator]:
     keys = [f"{TEST_ACCESS_KEY_ID}:{TEST_ACCESS_KEY_SECRET}", NOPERM]
     with running_emulator(
         qps=1000, download_timeout=1, oss_root=oss_root, rules=rules_file, keys=keys
@@ -73,12 +62,12 @@ def emu(oss_root: Path, rules_file: Path) -> Iterator[EmulatorHandle]:
 
 
 @pytest.fixture(autouse=True)
-def fresh(emu: EmulatorHandle) -> None:
+def fresh(emu: Emulator) -> None:
     emu.configure(qps=1000, fault_500=0)
     emu.reset()
 
 
-def _code(emu: EmulatorHandle, params: object, **kwargs: object) -> int:
+def _code(emu: Emulator, params: object, **kwargs: object) -> int:
     reply = emu.moderate(params, **kwargs)  # type: ignore[arg-type]
     assert reply.status == 200, reply.body
     body = reply.json()
@@ -92,8 +81,8 @@ def _code(emu: EmulatorHandle, params: object, **kwargs: object) -> int:
 
 
 @pytest.mark.parametrize("ext", ["png", "jpg", "gif", "bmp", "webp"])
-def test_a_served_image_gets_the_expected_answer_and_is_billed_once(emu, images, ext) -> None:
-    url = images.image_url(4, ext)
+def test_a_served_image_gets_the_expected_answer_and_is_billed_once(emu, image_server, ext) -> None:
+    url = image_server.image_url(4, ext)
     reply = emu.moderate({"imageUrl": url, "dataId": "img-4", "infoType": ALL_INFO})
     body = reply.json()
     assert reply.status == 200 and body["Code"] == 200 and body["Msg"] == "OK"
@@ -103,8 +92,8 @@ def test_a_served_image_gets_the_expected_answer_and_is_billed_once(emu, images,
     assert stats["by_code"] == {"200": 1}
 
 
-def test_aigc_service_is_accepted(emu, images) -> None:
-    assert _code(emu, {"imageUrl": images.image_url(1)}, service="aigcDetector_global") == 200
+def test_aigc_service_is_accepted(emu, image_server) -> None:
+    assert _code(emu, {"imageUrl": image_server.image_url(1)}, service="aigcDetector_global") == 200
 
 
 def test_an_oss_triple_reads_from_the_oss_root(emu) -> None:
@@ -137,8 +126,8 @@ def test_missing_or_escaping_oss_objects_are_download_errors(emu, params, code) 
     assert _code(emu, params) == code
 
 
-def test_parameter_codes_400_401_402(emu, images) -> None:
-    url = images.image_url(1)
+def test_parameter_codes_400_401_402(emu, image_server) -> None:
+    url = image_server.image_url(1)
     assert _code(emu, {"imageUrl": url}, service="") == 400
     assert _code(emu, {"dataId": "x"}) == 400
     assert _code(emu, {"imageUrl": url}, service="nope") == 401
@@ -150,58 +139,58 @@ def test_parameter_codes_400_401_402(emu, images) -> None:
     assert emu.stats()["billed"] == 0
 
 
-def test_qps_over_the_cap_gets_403_and_is_not_billed(emu, images) -> None:
+def test_qps_over_the_cap_gets_403_and_is_not_billed(emu, image_server) -> None:
     emu.configure(qps=2)
-    codes = [_code(emu, {"imageUrl": images.image_url(n)}) for n in range(6)]
+    codes = [_code(emu, {"imageUrl": image_server.image_url(n)}) for n in range(6)]
     assert codes.count(403) >= 3 and set(codes) <= {200, 403}
     stats = emu.stats()
     assert stats["billed"] == codes.count(200)
     assert stats["by_code"]["403"] == codes.count(403)
 
 
-def test_download_errors_are_404(emu, images) -> None:
+def test_download_errors_are_404(emu, image_server) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
-    assert _code(emu, {"imageUrl": f"{images.url}/missing/1.png"}) == 404
-    assert _code(emu, {"imageUrl": f"{images.url}/reset/1.png"}) == 404
+    assert _code(emu, {"imageUrl": f"{image_server.url}/missing/1.png"}) == 404
+    assert _code(emu, {"imageUrl": f"{image_server.url}/reset/1.png"}) == 404
     assert _code(emu, {"imageUrl": f"http://127.0.0.1:{closed_port}/1.png"}) == 404
     assert _code(emu, {"imageUrl": "http://no-such-host.invalid/1.png"}) == 404
 
 
-def test_a_download_slower_than_the_timeout_is_405(emu, images) -> None:
-    assert _code(emu, {"imageUrl": f"{images.url}/slow/1.png?ms=3000"}) == 405
+def test_a_download_slower_than_the_timeout_is_405(emu, image_server) -> None:
+    assert _code(emu, {"imageUrl": f"{image_server.url}/slow/1.png?ms=3000"}) == 405
 
 
-def test_a_download_within_the_timeout_succeeds(emu, images) -> None:
-    assert _code(emu, {"imageUrl": f"{images.url}/slow/1.png?ms=100"}) == 200
+def test_a_download_within_the_timeout_succeeds(emu, image_server) -> None:
+    assert _code(emu, {"imageUrl": f"{image_server.url}/slow/1.png?ms=100"}) == 200
 
 
-def test_too_large_images_are_406(emu, images) -> None:
-    assert _code(emu, {"imageUrl": f"{images.url}/big/1.png"}) == 406
-    assert _code(emu, {"imageUrl": f"{images.url}/wide/1.png"}) == 406
+def test_too_large_images_are_406(emu, image_server) -> None:
+    assert _code(emu, {"imageUrl": f"{image_server.url}/big/1.png"}) == 406
+    assert _code(emu, {"imageUrl": f"{image_server.url}/wide/1.png"}) == 406
 
 
-def test_a_non_image_is_407(emu, images) -> None:
-    assert _code(emu, {"imageUrl": f"{images.url}/text/1.txt"}) == 407
+def test_a_non_image_is_407(emu, image_server) -> None:
+    assert _code(emu, {"imageUrl": f"{image_server.url}/text/1.txt"}) == 407
 
 
-def test_a_key_without_the_service_is_408(emu, images) -> None:
+def test_a_key_without_the_service_is_408(emu, image_server) -> None:
     reply = emu.moderate(
-        {"imageUrl": images.image_url(1)}, key_id="noperm-key", secret="noperm-secret"
+        {"imageUrl": image_server.image_url(1)}, key_id="noperm-key", secret="noperm-secret"
     )
     assert reply.json()["Code"] == 408
 
 
-def test_fault_500_answers_code_500_unbilled(emu, images) -> None:
+def test_fault_500_answers_code_500_unbilled(emu, image_server) -> None:
     emu.configure(fault_500=1)
-    assert _code(emu, {"imageUrl": images.image_url(1)}) == 500
+    assert _code(emu, {"imageUrl": image_server.image_url(1)}) == 500
     assert emu.stats()["billed"] == 0
 
 
-def test_rules_pin_codes_and_answers(emu, images) -> None:
-    assert _code(emu, {"imageUrl": images.image_url(21)}) == 405
-    assert _code(emu, {"imageUrl": f"{images.url}/force500/1.png"}) == 500
+def test_rules_pin_codes_and_answers(emu, image_server) -> None:
+    assert _code(emu, {"imageUrl": image_server.image_url(21)}) == 405
+    assert _code(emu, {"imageUrl": f"{image_server.url}/force500/1.png"}) == 500
     body = emu.moderate({"imageUrl": "http://pinned.example/x.png", "dataId": "p"}).json()
     assert body["Code"] == 200
     assert body["Data"]["Result"][0]["Label"] == "violent_gun"
@@ -209,9 +198,9 @@ def test_rules_pin_codes_and_answers(emu, images) -> None:
     assert emu.stats()["billed_by_image"] == {"http://pinned.example/x.png": 1}
 
 
-def test_slow_path_bytes_match_the_pure_generator(emu, images) -> None:
+def test_slow_path_bytes_match_the_pure_generator(emu, image_server) -> None:
     path = "/slow/5.png?ms=10"
-    body = emu.moderate({"imageUrl": images.url + path, "infoType": ALL_INFO}).json()
+    body = emu.moderate({"imageUrl": image_server.url + path, "infoType": ALL_INFO}).json()
     assert body["Data"] == expected_answer(sample_bytes_for_path(path), None, ALL_INFO)
 
 
@@ -236,16 +225,16 @@ def _gateway(reply) -> tuple[int, str]:
     ],
 )
 def test_gateway_errors_have_their_http_status_and_string_code(
-    emu, images, kwargs, expected
+    emu, image_server, kwargs, expected
 ) -> None:
-    reply = emu.moderate({"imageUrl": images.image_url(1)}, **kwargs)
+    reply = emu.moderate({"imageUrl": image_server.image_url(1)}, **kwargs)
     assert _gateway(reply) == expected
     stats = emu.stats()
     assert stats["by_code"] == {expected[1]: 1} and stats["billed"] == 0
 
 
-def test_a_replayed_nonce_is_refused(emu, images) -> None:
-    params = {"imageUrl": images.image_url(1)}
+def test_a_replayed_nonce_is_refused(emu, image_server) -> None:
+    params = {"imageUrl": image_server.image_url(1)}
     assert emu.moderate(params, nonce="fixed-nonce-1").json()["Code"] == 200
     assert _gateway(emu.moderate(params, nonce="fixed-nonce-1")) == (400, "SignatureNonceUsed")
 

@@ -4,15 +4,15 @@ published once, and a dead process's messages in hand are published by one live 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import redis
 import sqlalchemy as sa
 
+from tests.support import wait_until
 from worker import store
 from worker.heartbeat import LeaseKeeper, MessagesInHand, renew_interval, sweep_interval
-from worker.local import wait_until
 
 pytestmark = pytest.mark.service
 
@@ -78,7 +78,7 @@ def test_the_keeper_renews_what_it_holds_sweeps_the_dead_and_notices_a_takeover(
             conn.execute(
                 sa.update(store.items)
                 .where(store.items.c.id == held)
-                .values(lease_expires_at=store._now() - timedelta(seconds=5))
+                .values(lease_expires_at=datetime.now(timezone.utc) - timedelta(seconds=5))
             )
         assert keeper.sweep() == []
     assert keeper.held() == {}

@@ -7,34 +7,18 @@ schedule the limiter promises, free of client-side scheduling noise.
 from __future__ import annotations
 
 import multiprocessing
-import shutil
-import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 import pytest
 import redis
 
 from worker.limits import LimiterTimeout, LimiterUnavailable, RateLimiter
-from worker.local import free_port
+from worker.processes import PrivateRedis, free_port, wait_until
 
-T = TypeVar("T")
 SECOND_US = 1_000_000
-
-
-def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
-    """Poll until ``predicate()`` is truthy; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def max_in_window(stamps_us: list[int], window_us: int = SECOND_US) -> int:
@@ -68,7 +52,8 @@ def hammer(url: str, key: str, qps: float, threads: int, control: str) -> list[t
     c = redis.Redis.from_url(url)
     limiter = RateLimiter(c, key=key, qps=qps)
     c.incr(f"{control}:ready")
-    stop = float(wait_for(lambda: c.get(f"{control}:stop"), 60, "the start signal") or 0)
+    started = wait_until(lambda: c.get(f"{control}:stop"), 60, "the start signal", interval=0.01)
+    stop = float(started or 0)
     grants: list[tuple[int, float]] = []
     lock = threading.Lock()
 
@@ -100,7 +85,12 @@ def test_processes_and_threads_together_never_exceed_the_cap_in_any_second(
             pool.apply_async(hammer, (redis_url, key, qps, threads, control))
             for _ in range(processes)
         ]
-        wait_for(lambda: int(client.get(f"{control}:ready") or 0) == processes, 60, "workers ready")
+        wait_until(
+            lambda: int(client.get(f"{control}:ready") or 0) == processes,
+            60,
+            "workers ready",
+            interval=0.01,
+        )
         client.set(f"{control}:stop", repr(time.time() + duration))
         per_process = [r.get(timeout=60) for r in results]
 
@@ -159,7 +149,7 @@ def test_the_rate_recovers_to_the_configured_qps_after_a_cut(client: redis.Redis
     for _ in range(100):
         other.on_success()  # free: no round trip
     assert other.round_trips == 1
-    wait_for(lambda: other.current_rate() == pytest.approx(50), 5, "recovery to 50/s")
+    wait_until(lambda: other.current_rate() == pytest.approx(50), 5, "recovery to 50/s")
     assert time.monotonic() - cut_at >= 0.4  # 25/s back to 50/s at +50/s takes 0.5 s
     # once the window has passed, a new 403 is a new signal
     limiter.on_throttled()
@@ -177,7 +167,7 @@ def test_recovery_after_a_deep_cut_is_bounded_by_the_rate_the_cut_left(
         limiter.on_throttled()  # 100 -> 90 (near the cap: gentle) -> 45 -> 22.5 -> 11.25
     cut = limiter.current_rate()
     assert cut == pytest.approx(11.25, abs=0.1)
-    wait_for(lambda: limiter.current_rate() > cut + 0.3, 2, "some recovery")
+    wait_until(lambda: limiter.current_rate() > cut + 0.3, 2, "some recovery")
     assert limiter.current_rate() < cut * 1.25  # at most 10% of the cut rate per second
 
 
@@ -234,7 +224,7 @@ def test_a_cut_rate_is_capped_by_a_lowered_qps_and_recovers_to_a_raised_one(
     RateLimiter(client, key=key, qps=100, increase_per_second=0.001).on_throttled()
     assert RateLimiter(client, key=key, qps=30).current_rate() == pytest.approx(30)
     raised = RateLimiter(client, key=key, qps=200, increase_per_second=1000, recover_fraction=0)
-    wait_for(lambda: raised.current_rate() == pytest.approx(200), 3, "recovery to 200/s")
+    wait_until(lambda: raised.current_rate() == pytest.approx(200), 3, "recovery to 200/s")
 
 
 @pytest.mark.service
@@ -244,7 +234,7 @@ def test_try_acquire_takes_nothing_when_it_says_wait(client: redis.Redis, key: s
     wait = limiter.try_acquire()
     assert 0.3 < wait <= 0.5
     assert 0.3 < limiter.try_acquire() <= wait  # the refusal booked no slot
-    wait_for(lambda: limiter.try_acquire() == 0.0, 2, "the next permit")
+    wait_until(lambda: limiter.try_acquire() == 0.0, 2, "the next permit")
 
 
 @pytest.mark.service
@@ -283,63 +273,14 @@ def test_redis_down_is_a_clear_error_not_a_permit() -> None:
             call()
 
 
-@pytest.fixture
-def private_redis() -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """Start (and restart) a throwaway redis-server on a free loopback port."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        started.append(proc)
-        probe = redis.Redis(port=port)
-        wait_for(lambda: _pings(probe), 10, f"redis-server on port {port}")
-        probe.close()
-        return proc
-
-    start.port = port  # type: ignore[attr-defined]
-    yield start
-    for proc in started:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
-
-
 @pytest.mark.service
-def test_limiter_survives_a_redis_restart(
-    private_redis: Callable[[], subprocess.Popen[bytes]],
-) -> None:
-    server = private_redis()
-    url = f"redis://127.0.0.1:{private_redis.port}/0"  # type: ignore[attr-defined]
-    limiter = RateLimiter.from_url(url, key="imgmod:limiter", qps=20)
+def test_limiter_survives_a_redis_restart(broker: PrivateRedis) -> None:
+    limiter = RateLimiter.from_url(broker.url, key="imgmod:limiter", qps=20)
     limiter.acquire(timeout=1)
     limiter.on_throttled()
-    server.terminate()
-    server.wait(timeout=10)
+    broker.stop()
     with pytest.raises(LimiterUnavailable):
         limiter.acquire(timeout=1)
-    private_redis()  # empty: no script cache, no keys
+    broker.start()  # same port, empty: no script cache, no keys
     assert limiter.acquire(timeout=2) < 0.1
     assert limiter.current_rate() == pytest.approx(20)

@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support import wait_until
 from worker import store
 from worker.emulator import TEST_ACCESS_KEY_SECRET
-from worker.local import free_port, wait_until
 from worker.metrics import (
     NULL_METRICS,
     ItemStateCollector,
@@ -23,6 +23,7 @@ from worker.metrics import (
     job_state_counts,
     metrics_for,
 )
+from worker.processes import free_port
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -215,7 +216,9 @@ def test_json_logs_give_each_outcome_its_fields_and_never_the_secret(pipeline) -
     src = pipeline.write(
         "urls.txt", [img.image_url(i) for i in range(3)] + [f"{img.url}/missing/1.png"]
     )
-    worker = pipeline.start_worker(IMGMOD_LOG_FORMAT="json")
+    # 404=1: one attempt for the missing image (404 is retried once by default), so each
+    # reference logs exactly one outcome line.
+    worker = pipeline.start_worker(IMGMOD_LOG_FORMAT="json", IMGMOD_RETRY_PER_CODE="404=1")
     run = pipeline.imgmod("run", str(src), "--job", "jsonlogs", "--stall-seconds", "30")
     assert run.returncode == 3, run.stdout + run.stderr
 

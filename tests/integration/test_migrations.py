@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from worker import store
+from worker.store import migrate
 
 pytestmark = pytest.mark.service
 
@@ -72,7 +73,7 @@ def test_migrations_downgrade_to_empty_and_back(database_url):
     engine = store.make_engine(database_url)
     try:
         with engine.begin() as conn:
-            command.downgrade(store._alembic_config(conn), "base")
+            command.downgrade(migrate.alembic_config(conn), "base")
         assert table_names(database_url) == {"alembic_version"}
     finally:
         engine.dispose()
@@ -91,7 +92,7 @@ def test_check_schema_refuses_an_unmigrated_database(database_url):
 
 def test_check_schema_refuses_a_database_behind_head(database_url, newer_migrations, monkeypatch):
     store.upgrade(database_url)  # at 0001
-    monkeypatch.setattr(store, "MIGRATIONS_DIR", newer_migrations)  # this imgmod wants 0002
+    monkeypatch.setattr(migrate, "MIGRATIONS_DIR", newer_migrations)  # this imgmod wants 0002
     engine = store.make_engine(database_url)
     try:
         with pytest.raises(store.SchemaError, match=r"behind 0002; run `imgmod db upgrade`"):
@@ -107,7 +108,7 @@ def test_check_schema_refuses_a_database_a_newer_imgmod_wrote(
     database_url, newer_migrations, monkeypatch
 ):
     with monkeypatch.context() as patch:
-        patch.setattr(store, "MIGRATIONS_DIR", newer_migrations)
+        patch.setattr(migrate, "MIGRATIONS_DIR", newer_migrations)
         store.upgrade(database_url)  # a newer release migrated it to 0002
     engine = store.make_engine(database_url)
     try:
@@ -118,7 +119,7 @@ def test_check_schema_refuses_a_database_a_newer_imgmod_wrote(
 
 
 def test_a_missing_migrations_directory_says_what_to_do(sqlite_url, tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "MIGRATIONS_DIR", tmp_path / "worker" / "_migrations")
+    monkeypatch.setattr(migrate, "MIGRATIONS_DIR", tmp_path / "worker" / "_migrations")
     with pytest.raises(store.SchemaError, match=r"_migrations is missing.*reinstall it"):
         store.upgrade(sqlite_url)
     assert table_names(sqlite_url) == set()

@@ -13,11 +13,11 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from tests.support import run_imgmod, running_emulator, wait_until
 from worker import store
-from worker.answers import ANSWER_TTL_S, KEY_PREFIX, AnswerSlot, ParkedAnswers
 from worker.emulator import TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET
-from worker.emulator.testing import running_emulator
-from worker.local import WorkerProcess, run_imgmod, start_worker, wait_until
+from worker.processes import WorkerProcess, start_worker
+from worker.store.answers import ANSWER_TTL_S, KEY_PREFIX, AnswerSlot, ParkedAnswers
 
 pytestmark = pytest.mark.service
 

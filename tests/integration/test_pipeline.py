@@ -9,10 +9,10 @@ from urllib.parse import urlsplit
 import pytest
 import sqlalchemy as sa
 
+from tests.support import run_imgmod, wait_until
 from worker import store
 from worker.emulator.answers import expected_answer
 from worker.emulator.samples import sample_bytes_for_path
-from worker.local import wait_until
 
 pytestmark = pytest.mark.service
 
@@ -113,11 +113,12 @@ def test_redelivered_messages_for_done_rows_are_not_billed_again(pipeline, redis
 
     from worker.app import make_app
     from worker.queue import publish_ids
+    from worker.settings import load_settings
 
     old = dict(os.environ)
     os.environ.update(pipeline.env)
     try:
-        app = make_app()
+        app = make_app(load_settings())
         engine = store.make_engine(pipeline.env["IMGMOD_DATABASE_URL"])
         ids = [r[0] for r in _rows(pipeline.env["IMGMOD_DATABASE_URL"], "SELECT id FROM items")]
         publish_ids(app, ids)
@@ -145,16 +146,6 @@ def test_enqueue_twice_adds_nothing(pipeline) -> None:
 
 
 def test_unmigrated_postgres_database_is_refused_with_the_fix(pg_url, tmp_path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "status"],
-        env={**os.environ, "IMGMOD_DATABASE_URL": pg_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_imgmod({"IMGMOD_DATABASE_URL": pg_url}, "status", timeout=60)
     assert out.returncode == 2
     assert "imgmod db upgrade" in out.stderr

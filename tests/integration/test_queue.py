@@ -11,10 +11,12 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from tests.support import wait_until
 from worker import store
 from worker.app import make_app
-from worker.local import private_redis, wait_until
+from worker.processes import private_redis
 from worker.queue import TASK_NAME, publish_ids
+from worker.settings import load_settings
 
 pytestmark = pytest.mark.service
 
@@ -35,7 +37,7 @@ def broker_url() -> Iterator[str]:
 
 def test_batched_message_is_the_message_send_task_writes(broker_url, monkeypatch) -> None:
     monkeypatch.setenv("IMGMOD_BROKER_URL", broker_url)
-    app = make_app()
+    app = make_app(load_settings())
     with app.producer_or_acquire() as producer:
         app.send_task(TASK_NAME, args=(4242,), producer=producer)
     publish_ids(app, [4242])
@@ -49,7 +51,7 @@ def test_batched_message_is_the_message_send_task_writes(broker_url, monkeypatch
 
 def test_batch_delivers_messages_in_order_with_distinct_task_ids(broker_url, monkeypatch) -> None:
     monkeypatch.setenv("IMGMOD_BROKER_URL", broker_url)
-    app = make_app()
+    app = make_app(load_settings())
     publish_ids(app, list(range(1, 26)), batch_size=10)
 
     client = redis.Redis.from_url(broker_url)
@@ -80,7 +82,7 @@ def test_worker_runs_every_id_of_a_batch_exactly_once(pipeline, monkeypatch) -> 
         with engine.connect() as conn:
             ids = [r.id for r in conn.execute(sa.select(store.items.c.id))]
             results = Counter(r.item_id for r in conn.execute(sa.select(store.results)))
-        publish_ids(make_app(), ids, batch_size=7)
+        publish_ids(make_app(load_settings()), ids, batch_size=7)
         queue = redis.Redis.from_url(pipeline.env["IMGMOD_BROKER_URL"])
         wait_until(
             lambda: queue.llen("imgmod") == 0 and queue.hlen("unacked") == 0,

@@ -3,16 +3,13 @@ into one job keep both; the same unchanged file enqueued again adds nothing."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from tests.support import run_imgmod
 from worker import store
-from worker.local import run_imgmod
 
 pytestmark = pytest.mark.service
 
@@ -46,15 +43,7 @@ def rejected_rows(env: dict[str, str], job: str) -> list[sa.Row]:
 
 def enqueue(env: dict[str, str], *args: str, stdin: str | None = None) -> None:
     """``imgmod enqueue ARGS`` as a user runs it, with ``stdin`` piped in."""
-    out = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "enqueue", *args],
-        env={**os.environ, **env},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    out = run_imgmod(env, "enqueue", *args, stdin=stdin, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
 
 

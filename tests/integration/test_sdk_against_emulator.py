@@ -12,14 +12,9 @@ from alibabacloud_green20220302.client import Client
 from alibabacloud_tea_openapi.exceptions import ClientException
 from alibabacloud_tea_openapi.utils_models import Config
 
+from tests.support import Emulator, running_emulator
 from worker.emulator import expected_answer
 from worker.emulator.samples import sample_image_bytes
-from worker.emulator.testing import (
-    EmulatorHandle,
-    ImageServerHandle,
-    running_emulator,
-    running_image_server,
-)
 
 pytestmark = pytest.mark.service
 
@@ -27,13 +22,7 @@ ALL_INFO = "customImage,textInImage,publicFigure,logoData"
 
 
 @pytest.fixture(scope="module")
-def images() -> Iterator[ImageServerHandle]:
-    with running_image_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[EmulatorHandle]:
+def emu() -> Iterator[Emulator]:
     with running_emulator() as emulator:
         yield emulator
 
@@ -46,7 +35,7 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
-def _client(emu: EmulatorHandle, secret: str | None = None) -> Client:
+def _client(emu: Emulator, secret: str | None = None) -> Client:
     return Client(
         Config(
             access_key_id=emu.access_key_id,
@@ -64,9 +53,11 @@ def _request(params: dict[str, str]) -> models.ImageModerationRequest:
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6])
-def test_the_official_sdk_is_accepted_and_gets_the_expected_labels(emu, images, n) -> None:
+def test_the_official_sdk_is_accepted_and_gets_the_expected_labels(emu, image_server, n) -> None:
     response = _client(emu).image_moderation(
-        _request({"imageUrl": images.image_url(n), "dataId": f"sdk-{n}", "infoType": ALL_INFO})
+        _request(
+            {"imageUrl": image_server.image_url(n), "dataId": f"sdk-{n}", "infoType": ALL_INFO}
+        )
     )
     body = response.body.to_map()
     assert response.status_code == 200 and body["Code"] == 200
@@ -80,10 +71,12 @@ def test_the_official_sdk_is_accepted_and_gets_the_expected_labels(emu, images, 
     assert response.body.data.data_id == f"sdk-{n}"
 
 
-def test_the_official_sdk_with_a_wrong_secret_gets_signature_does_not_match(emu, images) -> None:
+def test_the_official_sdk_with_a_wrong_secret_gets_signature_does_not_match(
+    emu, image_server
+) -> None:
     with pytest.raises(ClientException) as caught:
         _client(emu, secret="not-the-secret").image_moderation(
-            _request({"imageUrl": images.image_url(1)})
+            _request({"imageUrl": image_server.image_url(1)})
         )
     assert caught.value.code == "SignatureDoesNotMatch"
     assert caught.value.status_code == 400

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import sqlalchemy as sa
 
 from worker import store
 from worker.results import parse_response
+from worker.store import sql
 
 pytestmark = pytest.mark.service
 
@@ -166,10 +168,37 @@ def test_claim_item_leases_and_carries_the_job_settings(engine, job):
         1,
     )
     assert (claimed.service, claimed.info_type) == ("baselineCheck_global", "textInImage")
-    assert claimed.image_url == "https://example.com/1.jpg" and claimed.data_id == "d1"
+    assert claimed.ref.image_url == "https://example.com/1.jpg" and claimed.ref.data_id == "d1"
     row = item_row(engine, item_id)
     assert (row.state, row.lease_owner) == ("running", "w1")
     assert row.lease_expires_at > row.updated_at
+
+
+def test_a_claim_carries_the_settings_of_its_own_job_among_several(engine, job):
+    other = store.get_or_create_job(engine, "job-2", "aigcDetector_global", "")
+    mine, theirs = one_item(engine, job, 1), one_item(engine, other, 2)
+    claimed = {i: store.claim_item(engine, i, "w1", 60) for i in (theirs, mine)}
+    assert (claimed[mine].service, claimed[mine].info_type) == (job.service, job.info_type)
+    assert (claimed[theirs].service, claimed[theirs].info_type) == ("aigcDetector_global", "")
+    assert claimed[mine].job_key == store.job_key(job.id, job.name, job.created_at)
+    assert claimed[mine].job_key != claimed[theirs].job_key
+
+
+def test_a_recreated_database_at_the_same_url_gives_its_own_job_settings(database_url, engine):
+    """Nothing about a job is remembered between claims: the same URL and job id may be
+    another job after the database was recreated (a fresh SQLite file, a restored dump)."""
+    first = store.get_or_create_job(engine, "before", "baselineCheck_global", "textInImage")
+    before = store.claim_item(engine, one_item(engine, first), "w1", 60)
+    with engine.begin() as conn:
+        store.metadata.drop_all(conn)
+        conn.execute(sa.text("DROP TABLE alembic_version"))
+    store.upgrade(database_url)
+    second = store.get_or_create_job(engine, "after", "aigcDetector_global", "")
+    assert second.id == first.id  # the id repeats: only the job's name and creation tell
+    after = store.claim_item(engine, one_item(engine, second), "w1", 60)
+    assert (after.service, after.info_type) == ("aigcDetector_global", "")
+    assert after.job_key == store.job_key(second.id, "after", second.created_at)
+    assert after.job_key != before.job_key
 
 
 def test_two_workers_racing_for_the_same_items_each_item_is_claimed_once(engine, job):
@@ -452,12 +481,19 @@ def test_an_odd_answer_with_overlong_fields_is_still_stored(engine, job):
 # --------------------------------------------------------------------------- the database's clock
 
 
+def pretend_host_clock(monkeypatch, moment: datetime) -> None:
+    """This host's clock reads ``moment`` for every store module (each reads it as ``now``)."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith("worker.store.") and getattr(module, "now", None) is sql.now:
+            monkeypatch.setattr(module, "now", lambda: moment)
+
+
 def test_a_host_whose_clock_is_125s_fast_cannot_take_a_live_lease(engine, job, monkeypatch):
     """Leases are granted, compared and expired on the database's clock, never the caller's."""
     item_id = one_item(engine, job)
     assert store.claim_item(engine, item_id, "honest", 60) is not None
-    fast = store._now() + timedelta(seconds=125)
-    monkeypatch.setattr(store, "_now", lambda: fast)
+    fast = datetime.now(timezone.utc) + timedelta(seconds=125)
+    pretend_host_clock(monkeypatch, fast)
 
     assert store.claim_item(engine, item_id, "fast-host", 60) is None
     assert 55 < store.lease_left(engine, item_id) <= 60
@@ -469,8 +505,8 @@ def test_a_host_whose_clock_is_125s_fast_cannot_take_a_live_lease(engine, job, m
 
 def test_a_host_whose_clock_is_slow_does_not_shorten_the_leases_it_grants(engine, job, monkeypatch):
     item_id = one_item(engine, job)
-    slow = store._now() - timedelta(seconds=125)
-    monkeypatch.setattr(store, "_now", lambda: slow)
+    slow = datetime.now(timezone.utc) - timedelta(seconds=125)
+    pretend_host_clock(monkeypatch, slow)
     assert store.claim_item(engine, item_id, "slow-host", 60) is not None
     monkeypatch.undo()
     assert store.claim_item(engine, item_id, "other", 60) is None
@@ -597,7 +633,9 @@ def test_only_connection_class_errors_count_as_a_database_outage(engine, job):
     assert store.is_outage(exc.DisconnectionError("gone"))
     with pytest.raises(exc.IntegrityError) as duplicate, engine.begin() as conn:
         conn.execute(
-            sa.insert(store.jobs).values(name=job.name, service="s", created_at=store._now())
+            sa.insert(store.jobs).values(
+                name=job.name, service="s", created_at=datetime.now(timezone.utc)
+            )
         )
     assert not store.is_outage(duplicate.value)
     with pytest.raises(exc.DBAPIError) as bad_sql, engine.connect() as conn:

@@ -177,7 +177,7 @@ def test_the_installed_package_uses_its_own_migrations(installed):
         installed.run(
             str(installed.python),
             "-c",
-            "import worker.store as s; print(s.__file__); print(s.MIGRATIONS_DIR)",
+            "import worker, worker.store as s; print(worker.__file__); print(s.MIGRATIONS_DIR)",
         )
     )
     module, migrations = (Path(x) for x in out.split())

@@ -11,8 +11,9 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from tests.support import wait_until
 from worker import store
-from worker.local import private_redis, wait_until
+from worker.processes import private_redis
 
 pytestmark = pytest.mark.service
 
@@ -181,12 +182,13 @@ def test_a_refill_that_redis_refuses_leaves_no_queued_row_without_a_message(
     batch go back to pending, so every queued row still has its message."""
     from worker.app import make_app
     from worker.queue import BrokerFull
+    from worker.settings import load_settings
     from worker.window import Refiller
 
     with private_redis() as server:
         client = redis.Redis.from_url(server.url)
         monkeypatch.setenv("IMGMOD_BROKER_URL", server.url)
-        app = make_app()
+        app = make_app(load_settings())
         engine = store.ensure_schema(sqlite_url)
         job = store.get_or_create_job(engine, "full", "baselineCheck_global", "")
         _pending_rows(engine, job.id, 12000)

@@ -1,4 +1,4 @@
-"""worker.answers, the pure part: a parked answer names its owner and satisfies no one else."""
+"""worker.store.answers, the pure part: a parked answer names its owner and serves no one else."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from worker.answers import KEY_PREFIX, AnswerSlot, decode, encode
+from worker.store.answers import KEY_PREFIX, AnswerSlot, decode, encode
 
 RAW = {"Code": 200, "RequestId": "R-1", "Data": {"RiskLevel": "none", "Text": "a\x00b"}}
 

@@ -1,4 +1,4 @@
-"""worker.cli.explain: the one line (and exit code) for whatever escapes a command. Pure."""
+"""worker.cli.errors.explain: the one line (and exit code) for whatever escapes a command. Pure."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import psycopg2
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from worker.cli import (
+from worker.cli.errors import (
     BrokerUnreachable,
     DatabaseUnreachable,
     InputRefused,

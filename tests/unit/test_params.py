@@ -7,17 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from worker.params import (
-    OSS_REGIONS,
-    ImageRef,
-    InvalidParameter,
-    normalize_url,
-    request_fields,
-    service_parameters,
-    validate_info_type,
-    validate_ref,
-    validate_service,
-)
+from worker.params import ImageRef, request_fields, service_parameters, validate_ref
+from worker.urls import normalize_url
+from worker.vendor import OSS_REGIONS, InvalidParameter, validate_info_type, validate_service
 
 VENDOR = Path(__file__).resolve().parents[1] / "data" / "vendor"
 BASE = "https://example.com/"
@@ -488,9 +480,12 @@ def test_request_fields_hold_a_compact_json_string_with_the_apis_key_names() -> 
     }
 
 
-def test_request_fields_validate_service_and_info_type() -> None:
-    ref = validate_ref(image_url=BASE)
+def test_service_and_info_type_are_checked_at_the_edge_and_sent_as_stored() -> None:
+    """Checked once, where a job is opened; each call sends its row's values as they are."""
     with raises("Service"):
-        request_fields("nope", ref, "")
+        validate_service("nope")
     with raises("infoType"):
-        request_fields("baselineCheck_global", ref, "nope")
+        validate_info_type("nope")
+    fields = request_fields("aigcDetector_global", validate_ref(image_url=BASE), "textInImage")
+    assert fields["Service"] == "aigcDetector_global"
+    assert json.loads(fields["ServiceParameters"])["infoType"] == "textInImage"

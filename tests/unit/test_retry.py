@@ -7,17 +7,21 @@ from types import SimpleNamespace
 
 import pytest
 
-from worker.errors import error_for
+from worker.errors import REDIRECT, ModerationError, TransportError, error_for
 from worker.retry import (
     DEFAULT_ATTEMPTS,
+    LEASE_GRACE_S,
     Fail,
     Retry,
     RetryPolicy,
+    backend_wait,
     backoff_delay,
+    countdown,
     decide,
     decide_error,
-    parse_per_code,
+    look_again_after,
 )
+from worker.settings import parse_per_code
 
 
 @pytest.mark.parametrize("attempt", [1, 2, 3, 5, 8])
@@ -235,3 +239,68 @@ def test_retryable_codes_retry_until_their_attempts_are_used(
 def test_a_success_needs_no_decision() -> None:
     with pytest.raises(ValueError, match="success"):
         decide(200, 200, 1, RetryPolicy())
+
+
+# --- the task's decision table ------------------------------------------------------------------
+# What worker.tasks does after each kind of failed call, decided here without a worker: the
+# errors are the ones ModerationClient raises (error_for for answers, TransportError for none).
+
+
+@pytest.mark.parametrize(
+    ("error", "attempts", "decision"),
+    [
+        (error_for(403, "throttled", "r", 200), 1, Retry),
+        (error_for("Throttling.User", "gateway", None, 429), 1, Retry),
+        (error_for(500, "boom", "r", 200), 1, Retry),
+        (error_for("HTTP 502", "gateway error page", None, 502), 1, Retry),
+        (TransportError("timeout", "no answer within the call deadline"), 1, Retry),
+        (TransportError("connection", "refused"), 1, Retry),
+        (error_for("SignatureNonceUsed", "replayed", None, 400), 1, Retry),
+        (error_for(404, "not found", "r", 200), 1, Retry),
+        (error_for(404, "not found", "r", 200), 2, Fail),
+        (error_for(405, "download timeout", "r", 200), 8, Fail),
+        (error_for(400, "empty", "r", 200), 1, Fail),
+        (error_for(406, "too large", "r", 200), 1, Fail),
+        (error_for(408, "no permission", "r", 200), 1, Fail),
+        (error_for("SignatureDoesNotMatch", "bad", None, 400), 1, Fail),
+        (error_for(REDIRECT, "HTTP 302 to https://elsewhere", None, 302), 1, Fail),
+        (error_for(999, "unknown", "r", 200), 1, Fail),
+    ],
+)
+def test_the_task_retries_exactly_the_retryable_errors_within_their_attempts(
+    error: ModerationError, attempts: int, decision: type
+) -> None:
+    made = decide_error(error, attempts, RetryPolicy(max_attempts=8), random.Random(1))
+    assert type(made) is decision
+    if isinstance(made, Fail):
+        assert made.exhausted is error.retryable  # a final code fails at once, never "exhausted"
+
+
+def test_a_retry_waits_the_policys_backoff_for_the_attempts_made() -> None:
+    policy = RetryPolicy(base=2.0, cap=60.0)
+    made = decide_error(error_for(500, "boom", None, 200), 3, policy, random.Random(5))
+    assert made == Retry("500", policy.delay(3, random.Random(5)))
+    assert 0.0 <= made.delay <= 8.0
+
+
+def test_a_backend_outage_waits_one_second_doubling_to_thirty() -> None:
+    rng = random.Random(3)
+    first = [backend_wait(0, rng) for _ in range(500)]
+    later = [backend_wait(20, rng) for _ in range(500)]
+    assert max(first) <= 1.0 and max(later) <= 30.0
+    assert max(later) > 25.0  # the ceiling really grew to the cap
+
+
+def test_a_row_leased_elsewhere_is_looked_at_again_just_after_its_lease() -> None:
+    assert look_again_after(12.5) == 12.5 + LEASE_GRACE_S
+    assert look_again_after(0.0) == LEASE_GRACE_S
+
+
+@pytest.mark.parametrize(
+    ("delay", "visibility", "expected"),
+    [(5.0, 600, 5.0), (500.0, 600, 300.0), (45.0, 60, 30.0), (10.0, 1, 1.0)],
+)
+def test_a_retry_countdown_never_passes_half_the_visibility_timeout(
+    delay: float, visibility: int, expected: float
+) -> None:
+    assert countdown(delay, visibility) == expected

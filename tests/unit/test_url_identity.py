@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from worker.params import InvalidParameter, normalize_url, remove_dot_segments, validate_ref
+from worker.params import validate_ref
+from worker.urls import normalize_url, remove_dot_segments
+from worker.vendor import InvalidParameter
 
 # (given, expected): what a browser (WHATWG URL, UTS-46 non-transitional IDNA) would load.
 SAME_AS_A_BROWSER = [

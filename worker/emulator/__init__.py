@@ -1,9 +1,9 @@
 """A local emulator of Alibaba Cloud's ImageModeration API (Green 2022-03-02), and a sample image
 server, so the real client code paths run over real HTTP without the vendor.
 
-Start it with ``imgmod emulator`` / ``python -m worker.emulator``; from tests use
-:mod:`worker.emulator.testing`. The test AccessKey pair below is accepted by default; it is a
-documented dummy, never a real credential.
+Start it with ``imgmod emulator`` / ``python -m worker.emulator``; from Python (the demo, the
+tests, the benchmarks) with :func:`worker.processes.running_emulator`. The test AccessKey pair
+below is accepted by default; it is a documented dummy, never a real credential.
 """
 
 from __future__ import annotations

@@ -1,0 +1,136 @@
+"""The SQL store: tables, schema migrations and the short transactions every other part runs.
+
+Works on SQLite (the embedded default) and PostgreSQL. Every public function takes an
+:class:`~sqlalchemy.engine.Engine`, runs one short transaction and is safe to call from many
+threads and processes at once. Correctness under concurrency rests on single atomic statements,
+not on locks held in Python:
+
+* :func:`~worker.store.leases.claim_item` is one ``UPDATE ... WHERE <claimable> RETURNING``: of
+  two workers handed the same (redelivered) message, exactly one gets the row.
+* :func:`~worker.store.answers.record_result` inserts into ``results`` with ``ON CONFLICT
+  (item_id, service) DO NOTHING``: however many workers finish the same image, one results row
+  is stored.
+
+One module per job: :mod:`~worker.store.schema` (tables and states), :mod:`~worker.store.engine`
+(engines, transactions, outages), :mod:`~worker.store.migrate` (Alembic),
+:mod:`~worker.store.jobs`, :mod:`~worker.store.items` (the producer's side of a row),
+:mod:`~worker.store.leases` (the worker's side), :mod:`~worker.store.answers` (billed answers,
+in SQL and parked in Redis) and :mod:`~worker.store.queries` (reads for reports and status).
+This package re-exports their public names, so ``from worker import store;
+store.claim_item(...)`` reads as one module.
+"""
+
+from __future__ import annotations
+
+from worker.store.answers import record_result, storable
+from worker.store.engine import POOL_SIZE, is_outage, make_engine
+from worker.store.items import (
+    RAW_INPUT_LIMIT,
+    NewItem,
+    expired_or_stuck_ids,
+    insert_items,
+    jobs_with_pending,
+    mark_queued,
+    rejected_ref_key,
+    reopen_open_items,
+    reset_failed,
+    return_to_pending,
+    take_pending,
+)
+from worker.store.jobs import (
+    Job,
+    add_counts,
+    finish_job_if_complete,
+    get_job,
+    get_or_create_job,
+    job_key,
+    list_jobs,
+)
+from worker.store.leases import (
+    ClaimedItem,
+    claim_item,
+    extend_lease,
+    lease_left,
+    record_failure,
+    record_retry,
+    renew_leases,
+    requeue_expired,
+)
+from worker.store.migrate import (
+    MIGRATIONS_DIR,
+    SchemaError,
+    check_schema,
+    current_revision,
+    ensure_schema,
+    find_migrations,
+    head_revision,
+    upgrade,
+)
+from worker.store.queries import attempts_made, state_counts
+
+# Last: ``store.items`` and ``store.jobs`` are the tables (as callers have always used them),
+# not the submodules of the same names that the imports above bound first.
+from worker.store.schema import (
+    KINDS,
+    OPEN_STATES,
+    STATES,
+    UTCDateTime,
+    items,
+    jobs,
+    metadata,
+    result_labels,
+    results,
+)
+
+__all__ = [
+    "KINDS",
+    "MIGRATIONS_DIR",
+    "OPEN_STATES",
+    "POOL_SIZE",
+    "RAW_INPUT_LIMIT",
+    "STATES",
+    "ClaimedItem",
+    "Job",
+    "NewItem",
+    "SchemaError",
+    "UTCDateTime",
+    "add_counts",
+    "attempts_made",
+    "check_schema",
+    "claim_item",
+    "current_revision",
+    "ensure_schema",
+    "expired_or_stuck_ids",
+    "extend_lease",
+    "find_migrations",
+    "finish_job_if_complete",
+    "get_job",
+    "get_or_create_job",
+    "head_revision",
+    "insert_items",
+    "is_outage",
+    "items",
+    "job_key",
+    "jobs",
+    "jobs_with_pending",
+    "lease_left",
+    "list_jobs",
+    "make_engine",
+    "mark_queued",
+    "metadata",
+    "record_failure",
+    "record_result",
+    "record_retry",
+    "rejected_ref_key",
+    "renew_leases",
+    "reopen_open_items",
+    "requeue_expired",
+    "reset_failed",
+    "result_labels",
+    "results",
+    "return_to_pending",
+    "state_counts",
+    "storable",
+    "take_pending",
+    "upgrade",
+]

@@ -1,0 +1,134 @@
+"""Engines and transactions: SQLite in WAL mode, PostgreSQL with a checked pool.
+
+Every store function takes an :class:`~sqlalchemy.engine.Engine` from :func:`make_engine` and
+runs one short transaction; writes go through :func:`write`, which on SQLite takes the write
+lock with the transaction's first statement. :func:`is_outage` tells a database that is away
+(wait) from one that refused a statement (don't repeat it).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from worker.settings import normalize_database_url
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Sized for a Celery worker running many threads: most hold a connection only for one short
+# transaction, so 20 standing connections plus bursts cover 128 threads without queueing long.
+POOL_SIZE = 20
+MAX_OVERFLOW = 40
+POOL_TIMEOUT_S = 60
+
+_SQLITE_OUTAGE_WORDS = ("locked", "busy", "unable to open", "disk i/o", "readonly")
+
+
+def make_engine(
+    url: str, *, pool_size: int = POOL_SIZE, max_overflow: int = MAX_OVERFLOW
+) -> Engine:
+    """An engine tuned for many threads: SQLite in WAL mode, PostgreSQL with a checked pool.
+
+    ``pool_size`` standing connections, plus up to ``max_overflow`` opened in a burst; a caller
+    that knows its thread count (a worker's concurrency) can size the pool to it.
+
+    SQLite: WAL (readers never block the writer), ``busy_timeout`` 30 s, foreign keys on, and
+    transactions begun by SQLAlchemy rather than the sqlite3 module, so a write transaction takes
+    the write lock up front (``BEGIN IMMEDIATE``) and waits on ``busy_timeout`` instead of failing
+    with "database is locked" halfway through.
+    """
+    parsed = sa.make_url(normalize_database_url(url))
+    if parsed.drivername == "postgresql":
+        # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; we ship psycopg2.
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(
+            parsed,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            poolclass=sa.pool.QueuePool,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=POOL_TIMEOUT_S,
+        )
+        _configure_sqlite(engine)
+        return engine
+    return sa.create_engine(
+        parsed,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=POOL_TIMEOUT_S,
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN, see _on_begin
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _use_wal(cursor)
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # safe in WAL mode; fsync per checkpoint
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = "IMMEDIATE" if conn.get_execution_options().get("imgmod_write") else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _use_wal(cursor: Any) -> None:
+    """Switch the file to WAL once; the mode is persistent, later connections just read it.
+
+    The switch needs an exclusive lock and SQLite does not wait on ``busy_timeout`` for it, so
+    connections opening a brand-new file at the same moment retry here, up to the same timeout.
+    """
+    if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        return
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@contextmanager
+def write(engine: Engine) -> Iterator[Connection]:
+    """One write transaction (on SQLite: holding the write lock from its first statement)."""
+    with engine.connect() as conn:
+        conn.execution_options(imgmod_write=True)
+        with conn.begin():
+            yield conn
+
+
+def safe_url(engine: Engine) -> str:
+    """The engine's URL for messages: never its password."""
+    return engine.url.render_as_string(hide_password=True)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when ``exc`` says the database could not be reached or dropped the connection,
+    which waiting can cure; False when it refused the statement itself (a data, integrity or
+    programming error), which repeating cannot."""
+    if isinstance(exc, DisconnectionError | PoolTimeout | InterfaceError):
+        return True
+    if isinstance(exc, OperationalError):
+        if isinstance(exc.orig, sqlite3.OperationalError):  # sqlite3 files SQL errors here too
+            return any(word in str(exc.orig).lower() for word in _SQLITE_OUTAGE_WORDS)
+        return True
+    return bool(getattr(exc, "connection_invalidated", False))

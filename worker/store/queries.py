@@ -1,0 +1,221 @@
+"""Reads for people: counts, exports and report figures (``imgmod status``, ``export``, ``report``,
+the metrics endpoint, ``imgmod run``'s progress).
+
+Nothing here writes. Exports page through a job by item id (keyset pagination, one short read
+per page), so a job of millions of images streams in constant memory on SQLite and PostgreSQL
+alike, and never holds a transaction open while the caller writes a file. Figures are counted
+by a few aggregate queries, never by a scan in Python. Shaping the rows is
+:mod:`worker.reports`'s job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from worker.store.jobs import Job
+from worker.store.schema import STATES, items, result_labels, results
+
+
+def state_counts(engine: Engine, job_id: int) -> dict[str, int]:
+    """Items per state, every state listed (zero when absent), in lifecycle order."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(items.c.state, sa.func.count())
+            .where(items.c.job_id == job_id)
+            .group_by(items.c.state)
+        ).all()
+    counts = dict.fromkeys(STATES, 0)
+    counts.update({state: int(n) for state, n in rows})
+    return counts
+
+
+def attempts_made(engine: Engine, job_id: int) -> int:
+    """Claims made on a job's rows so far: grows with every attempt, retries included, so a
+    job whose retries only wait their backoff is told apart from one whose messages are lost."""
+    with engine.connect() as conn:
+        total = conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(items.c.attempts), 0)).where(
+                items.c.job_id == job_id
+            )
+        ).scalar_one()
+    return int(total)
+
+
+# --------------------------------------------------------------------------- exports
+
+
+@dataclass(frozen=True)
+class ExportPage:
+    """One page of a job's items joined to their stored answers (``result_id`` None when the
+    item has none), and the labels of those answers by result id, in stored order."""
+
+    rows: Sequence[sa.Row[Any]]
+    labels: Mapping[int, list[dict[str, Any]]]
+
+
+def _filtered(
+    job: Job,
+    states: Sequence[str],
+    risk_levels: Sequence[str],
+    label: str | None,
+    min_confidence: float | None,
+) -> sa.Select[Any]:
+    joined = items.outerjoin(
+        results, sa.and_(results.c.item_id == items.c.id, results.c.service == job.service)
+    )
+    query = sa.select(
+        items.c.id,
+        items.c.image_url,
+        items.c.oss_bucket,
+        items.c.oss_object,
+        items.c.oss_region,
+        items.c.data_id,
+        items.c.referer,
+        items.c.source,
+        items.c.line,
+        items.c.state,
+        items.c.attempts,
+        items.c.last_code,
+        items.c.last_message,
+        items.c.last_error,
+        results.c.id.label("result_id"),
+        results.c.risk_level,
+        results.c.ext,
+        results.c.request_id,
+        results.c.code,
+        results.c.msg,
+        results.c.moderated_at,
+    ).select_from(joined)
+    query = query.where(items.c.job_id == job.id)
+    if states:
+        query = query.where(items.c.state.in_(states))
+    if risk_levels:
+        query = query.where(results.c.risk_level.in_(risk_levels))
+    if label is not None or min_confidence is not None:
+        match = [result_labels.c.result_id == results.c.id, result_labels.c.job_id == job.id]
+        if label is not None:
+            match.append(result_labels.c.label == label)
+        if min_confidence is not None:
+            match.append(result_labels.c.confidence >= min_confidence)
+        query = query.where(sa.exists().where(*match))
+    return query
+
+
+def export_pages(
+    engine: Engine,
+    job: Job,
+    *,
+    states: Sequence[str] = (),
+    risk_levels: Sequence[str] = (),
+    label: str | None = None,
+    min_confidence: float | None = None,
+    batch: int = 1000,
+) -> Iterator[ExportPage]:
+    """The job's items in id order, ``batch`` per page, one short read per page.
+
+    Empty filters mean everything. ``label`` / ``min_confidence`` keep items whose answer has
+    a matching label (any label when only ``min_confidence`` is given); a label without a
+    confidence (``nonLabel``) never passes a ``min_confidence``.
+    """
+    query = _filtered(job, states, risk_levels, label, min_confidence)
+    last = 0
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                query.where(items.c.id > last).order_by(items.c.id).limit(batch)
+            ).all()
+            result_ids = [row.result_id for row in rows if row.result_id is not None]
+            labels: dict[int, list[dict[str, Any]]] = {}
+            if result_ids:
+                for found in conn.execute(
+                    sa.select(result_labels)
+                    .where(result_labels.c.result_id.in_(result_ids))
+                    .order_by(result_labels.c.id)
+                ):
+                    labels.setdefault(found.result_id, []).append(
+                        {
+                            "label": found.label,
+                            "confidence": found.confidence,
+                            "description": found.description,
+                            "risk_level": found.risk_level,
+                        }
+                    )
+        if not rows:
+            return
+        yield ExportPage(rows, labels)
+        last = rows[-1].id
+
+
+# --------------------------------------------------------------------------- report figures
+
+
+@dataclass(frozen=True)
+class JobFigures:
+    """A job's answers and failures, counted by the database; None where it stored none."""
+
+    by_risk: list[tuple[str | None, int]]  # most frequent first
+    top_labels: list[tuple[str, int, float | None]]  # (label, images, highest confidence)
+    failures_by_code: list[tuple[str | None, int]]  # most frequent first
+    billable_calls: int  # stored answers with code 200: the vendor bills exactly those
+    rejected: list[tuple[str, int, str | None]]  # (source, line, why), first ones first
+
+
+def job_figures(engine: Engine, job: Job, *, top_labels: int, rejected: int) -> JobFigures:
+    """Count a job's answers, labels and failures (the ``top_labels`` most frequent labels, the
+    first ``rejected`` rejected lines) with a few aggregate queries on one connection."""
+    with engine.connect() as conn:
+        by_risk = [
+            (level, int(n))
+            for level, n in conn.execute(
+                sa.select(results.c.risk_level, sa.func.count())
+                .where(results.c.job_id == job.id, results.c.service == job.service)
+                .group_by(results.c.risk_level)
+                .order_by(sa.func.count().desc(), results.c.risk_level)
+            )
+        ]
+        images = sa.func.count(sa.distinct(result_labels.c.item_id))
+        labels = [
+            (str(name), int(n), None if top is None else float(top))
+            for name, n, top in conn.execute(
+                sa.select(result_labels.c.label, images, sa.func.max(result_labels.c.confidence))
+                .where(result_labels.c.job_id == job.id)
+                .group_by(result_labels.c.label)
+                .order_by(images.desc(), result_labels.c.label)
+                .limit(top_labels)
+            )
+        ]
+        failures = [
+            (code, int(n))
+            for code, n in conn.execute(
+                sa.select(items.c.last_code, sa.func.count())
+                .where(items.c.job_id == job.id, items.c.state == "failed")
+                .group_by(items.c.last_code)
+                .order_by(sa.func.count().desc(), items.c.last_code)
+            )
+        ]
+        billable = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(results)
+            .where(results.c.job_id == job.id, results.c.code == "200")
+        ).scalar_one()
+        samples = [
+            (row.source, int(row.line), row.last_error)
+            for row in conn.execute(
+                sa.select(items.c.source, items.c.line, items.c.last_error)
+                .where(items.c.job_id == job.id, items.c.state == "rejected")
+                .order_by(items.c.id)
+                .limit(rejected)
+            )
+        ]
+    return JobFigures(
+        by_risk=by_risk,
+        top_labels=labels,
+        failures_by_code=failures,
+        billable_calls=int(billable),
+        rejected=samples,
+    )

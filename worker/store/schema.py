@@ -1,0 +1,145 @@
+"""The tables, as of the newest migration, and the states a row goes through.
+
+The schema is created and evolved by the Alembic migrations in the top-level ``migrations/``
+directory (``imgmod db upgrade``, :mod:`worker.store.migrate`); the tables below describe the
+current head and must be kept in step with the newest migration.
+
+Times are timezone-aware UTC in Python (:class:`UTCDateTime`); SQLite stores them as naive UTC
+text, PostgreSQL as ``timestamptz``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+STATES = ("pending", "queued", "running", "done", "failed", "rejected")
+OPEN_STATES = ("pending", "queued", "running")
+KINDS = ("url", "oss", "invalid")
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite has no time zones)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use datetime.now(timezone.utc)")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+# SQLite only autoincrements an "INTEGER PRIMARY KEY"; elsewhere ids are 64-bit.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# JSONB on PostgreSQL (compact, indexable later), JSON text elsewhere.
+Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("service", sa.String(64), nullable=False),
+    sa.Column("info_type", sa.String(200), nullable=False, server_default=""),
+    sa.Column("referer", sa.String(256)),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime()),
+    sa.Column("total_lines", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("accepted", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("duplicates", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("rejected", sa.BigInteger(), nullable=False, server_default="0"),
+)
+
+items = sa.Table(
+    "items",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.BigInteger(), sa.ForeignKey("jobs.id"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("ref_key", sa.Text(), nullable=False),
+    sa.Column("image_url", sa.Text()),
+    sa.Column("oss_bucket", sa.String(64)),
+    sa.Column("oss_object", sa.Text()),
+    sa.Column("oss_region", sa.String(64)),
+    sa.Column("data_id", sa.String(64)),
+    sa.Column("referer", sa.String(256)),
+    sa.Column("source", sa.Text(), nullable=False),
+    sa.Column("line", sa.BigInteger(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("last_code", sa.String(64)),
+    sa.Column("last_message", sa.Text()),
+    sa.Column("last_error", sa.Text()),
+    sa.Column("raw_input", sa.Text()),
+    sa.Column("lease_owner", sa.String(200)),
+    sa.Column("lease_expires_at", UTCDateTime()),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("queued_at", UTCDateTime()),
+    sa.Column("finished_at", UTCDateTime()),
+    sa.UniqueConstraint("job_id", "ref_key"),
+    sa.Index(None, "job_id", "state"),
+    sa.Index(None, "state", "lease_expires_at"),
+    sa.Index(None, "job_id", "id"),  # keyset pagination of one job (exports, resume)
+)
+
+results = sa.Table(
+    "results",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("item_id", sa.BigInteger(), sa.ForeignKey("items.id"), nullable=False),
+    sa.Column("job_id", sa.BigInteger(), sa.ForeignKey("jobs.id"), nullable=False),
+    sa.Column("service", sa.String(64), nullable=False),
+    sa.Column("request_id", sa.String(128)),
+    sa.Column("code", sa.String(64)),
+    sa.Column("msg", sa.Text()),
+    sa.Column("data_id", sa.String(64)),
+    sa.Column("risk_level", sa.String(16)),
+    sa.Column("ext", Json),
+    sa.Column("raw", Json, nullable=False),
+    sa.Column("moderated_at", UTCDateTime(), nullable=False),
+    # One stored answer per image and service, whoever finishes first.
+    sa.UniqueConstraint("item_id", "service"),
+    sa.Index(None, "job_id", "risk_level"),
+)
+
+result_labels = sa.Table(
+    "result_labels",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("result_id", sa.BigInteger(), sa.ForeignKey("results.id"), nullable=False),
+    sa.Column("job_id", sa.BigInteger(), nullable=False),
+    sa.Column("item_id", sa.BigInteger(), nullable=False),
+    sa.Column("label", sa.String(128), nullable=False),
+    sa.Column("confidence", sa.Float()),
+    sa.Column("description", sa.Text()),
+    sa.Column("risk_level", sa.String(16)),
+    sa.Index(None, "result_id"),
+    # "every image with label L at confidence >= C", across jobs or within one.
+    sa.Index(None, "label", "confidence"),
+    sa.Index(None, "job_id", "label", "confidence"),
+)
