@@ -223,10 +223,12 @@ class ServerStartError(RuntimeError):
 
 @dataclass(frozen=True)
 class EmulatorHandle:
-    """A running emulator; ``url`` is the endpoint (``http://127.0.0.1:PORT``)."""
+    """A running emulator; ``url`` is the endpoint (``http://127.0.0.1:PORT``), ``oss_url`` its
+    OSS endpoint (path-style, what ``IMGMOD_OSS_ENDPOINT`` takes)."""
 
     url: str
     process: subprocess.Popen[bytes] = field(repr=False)
+    oss_url: str = ""
 
     @property
     def endpoint(self) -> str:
@@ -281,11 +283,12 @@ def emulator_args(options: dict[str, Any]) -> list[str]:
     return args
 
 
-def _announced_url(log: IO[bytes], process: subprocess.Popen[bytes]) -> str:
-    """The ``http://HOST:PORT`` the server printed on its stdout, or "" while it has not."""
+def _announced_url(log: IO[bytes], process: subprocess.Popen[bytes], banner: str = "") -> str:
+    """The ``http://HOST:PORT`` the server printed on its stdout after ``banner`` (any line with
+    a URL when empty), or "" while it has not."""
     log.seek(0)
     for line in log.read().decode(errors="replace").splitlines():
-        if "http://" in line:
+        if "http://" in line and line.startswith(banner):
             return line.rsplit(" ", 1)[-1].strip()
     if process.poll() is not None:
         raise ServerStartError(f"server exited with {process.returncode} before it was ready")
@@ -305,9 +308,12 @@ def _answers(url: str, process: subprocess.Popen[bytes]) -> bool:
 
 
 @contextmanager
-def _running(args: list[str], probe_path: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``python -m worker.emulator ARGS`` until the block ends; yields its announced URL once
-    ``probe_path`` answers. Its stderr's tail is in the error when it fails to start."""
+def _running(
+    args: list[str], probe_path: str, banner: str = ""
+) -> Iterator[tuple[str, subprocess.Popen[bytes], IO[bytes]]]:
+    """``python -m worker.emulator ARGS`` until the block ends; yields its announced URL (the
+    line starting with ``banner``) once ``probe_path`` answers, the process and its stdout.
+    Its stderr's tail is in the error when it fails to start."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "worker.emulator", *args],
@@ -321,7 +327,10 @@ def _running(args: list[str], probe_path: str) -> Iterator[tuple[str, subprocess
             deadline = time.monotonic() + SERVER_START_DEADLINE
             try:
                 url = wait_until(
-                    lambda: _announced_url(out, process), SERVER_START_DEADLINE, "its address", 0.02
+                    lambda: _announced_url(out, process, banner),
+                    SERVER_START_DEADLINE,
+                    "its address",
+                    0.02,
                 )
                 left = max(0.0, deadline - time.monotonic())
                 wait_until(lambda: _answers(url + probe_path, process), left, url, 0.02)
@@ -329,7 +338,7 @@ def _running(args: list[str], probe_path: str) -> Iterator[tuple[str, subprocess
                 err.seek(0)
                 tail = err.read().decode(errors="replace")[-2000:]
                 raise ServerStartError(f"server did not start: {exc}; stderr:\n{tail}") from None
-            yield url, process
+            yield url, process, out
         finally:
             if process.poll() is None:
                 process.terminate()
@@ -345,13 +354,17 @@ def running_emulator(**options: Any) -> Iterator[EmulatorHandle]:
     """Run ``python -m worker.emulator`` with these options (as CLI flags) on a free port."""
     options.setdefault("host", "127.0.0.1")
     options["port"] = 0
-    with _running(emulator_args(options), "/__emulator__/health") as (url, process):
-        yield EmulatorHandle(url=url, process=process)
+    options.setdefault("oss_port", 0)
+    args = emulator_args(options)
+    with _running(args, "/__emulator__/health", "emulator listening on") as (url, process, out):
+        # announced on the line right after the API's, before the health probe could answer
+        oss_url = _announced_url(out, process, "emulator oss listening on")
+        yield EmulatorHandle(url=url, process=process, oss_url=oss_url)
 
 
 @contextmanager
 def running_image_server() -> Iterator[ImageServerHandle]:
     """Run the sample image server on a free port."""
     args = ["sample-images", "--host", "127.0.0.1", "--port", "0"]
-    with _running(args, "/img/0.png") as (url, process):
+    with _running(args, "/img/0.png") as (url, process, _out):
         yield ImageServerHandle(url=url, process=process)

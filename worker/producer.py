@@ -13,14 +13,19 @@ rows ``pending`` and top the window up; none publishes ids of its own.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from itertools import islice
+from dataclasses import dataclass, field, replace
+from itertools import groupby, islice
 from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
 from worker import store
+from worker.identity import keys_of
+from worker.oss import MAX_KEYS, list_page
 from worker.sources import Accepted, Rejected, read_inputs
+from worker.sources.kinds import kind_of
+from worker.sources.oss_prefix import Filters, ListedObject, page_records, parse_prefix
+from worker.sources.records import Defaults
 from worker.vendor import MAX_REFERER_CHARS, InvalidParameter, validate_info_type, validate_service
 
 if TYPE_CHECKING:
@@ -38,6 +43,8 @@ class EnqueueSummary:
     duplicates: int = 0
     rejected: int = 0
     published: int = 0
+    skipped: int = 0  # listed objects the filters passed over (not recorded)
+    reused: int = 0  # accepted rows that took a stored answer: done, no call
     rejected_samples: list[str] = field(default_factory=list)
 
 
@@ -59,7 +66,7 @@ def to_new_item(record: Accepted | Rejected) -> store.NewItem:
             raw_input=record.raw[:2000],
         )
     ref = record.ref
-    return store.NewItem(
+    item = store.NewItem(
         kind=ref.kind,
         ref_key=ref.key,
         image_url=ref.image_url,
@@ -72,6 +79,34 @@ def to_new_item(record: Accepted | Rejected) -> store.NewItem:
         line=record.line,
         state="pending",
     )
+    if isinstance(record, ListedObject):  # what the OSS listing said of the object
+        return replace(
+            item, etag=record.etag, size=record.size, last_modified=record.last_modified
+        )
+    return item
+
+
+def with_keys(item: store.NewItem) -> store.NewItem:
+    """``item`` with its image's identity and content key (:mod:`worker.identity`), which the
+    store looks up to reuse an earlier answer, and keeps for later jobs to find."""
+    keys = keys_of(
+        image_url=item.image_url,
+        oss_bucket=item.oss_bucket,
+        oss_object=item.oss_object,
+        etag=item.etag,
+        size=item.size,
+    )
+    if keys.identity is None and keys.content_key is None:
+        return item
+    return replace(item, identity=keys.identity, content_key=keys.content_key)
+
+
+def reuse_scope(job: store.Job, *, rescan: bool, reuse_urls: bool) -> store.ReuseScope | None:
+    """Which stored answers a job's new rows may take: None with ``--rescan`` (call for every
+    image, e.g. after the vendor updated its models); URL rows only with ``--reuse-urls``."""
+    if rescan:
+        return None
+    return store.ReuseScope(job.service, job.info_type, urls=reuse_urls)
 
 
 def batched(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -91,14 +126,26 @@ def enqueue_records(
     *,
     batch_size: int = BATCH_SIZE,
     on_batch: Callable[[EnqueueSummary], None] | None = None,
+    summary: EnqueueSummary | None = None,
+    reuse: store.ReuseScope | None = None,
 ) -> EnqueueSummary:
     """Insert and count, topping the window up after each batch (so workers start while the
-    input is still read); memory stays bounded by ``batch_size`` whatever the input."""
-    summary = EnqueueSummary()
+    input is still read); memory stays bounded by ``batch_size`` whatever the input. Counts
+    add to ``summary`` when given (one summary over several inputs).
+
+    With ``reuse``, a new row whose image already has a stored answer in that scope takes a
+    copy of it in its insert's transaction (:func:`worker.store.insert_reusing`): it is
+    ``done`` before the window could publish it, so no worker ever calls for it.
+    """
+    summary = EnqueueSummary() if summary is None else summary
     for chunk in batched(records, batch_size):
         good = [r for r in chunk if isinstance(r, Accepted)]
         bad = [r for r in chunk if isinstance(r, Rejected)]
-        good_ids = store.insert_items(engine, job.id, [to_new_item(r) for r in good])
+        inserted = store.insert_reusing(
+            engine, job.id, [with_keys(to_new_item(r)) for r in good], reuse
+        )
+        good_ids = inserted.ids
+        summary.reused += inserted.reused
         new_rejected = len(store.insert_items(engine, job.id, [to_new_item(r) for r in bad]))
         summary.lines += len(chunk)
         summary.accepted += len(good_ids)
@@ -171,15 +218,88 @@ def enqueue_inputs(
     referer: str | None = None,
     stdin: IO[bytes] | None = None,
     on_batch: Callable[[EnqueueSummary], None] | None = None,
+    listing: Listing | None = None,
+    reuse: store.ReuseScope | None = None,
 ) -> Enqueued:
     """Read ``inputs`` into ``job`` and top the window up as rows land (see
     :func:`enqueue_records`); rows without a referer of their own get ``referer`` or the
-    job's."""
-    records = read_inputs(
-        list(inputs), oss_region=oss_region, referer=referer or job.referer, stdin=stdin
-    )
-    summary = enqueue_records(engine, job, records, top_up, on_batch=on_batch)
+    job's. An OSS prefix is listed page by page (:func:`enqueue_prefix`, with ``listing``)."""
+    summary = EnqueueSummary()
+    defaults = Defaults(oss_region, referer or job.referer)
+    for paged, group in groupby(inputs, key=lambda path: kind_of(path).paged):
+        if not paged:
+            records = read_inputs(
+                list(group), oss_region=defaults.oss_region, referer=defaults.referer, stdin=stdin
+            )
+            enqueue_records(
+                engine, job, records, top_up, on_batch=on_batch, summary=summary, reuse=reuse
+            )
+            continue
+        if listing is None:
+            raise ValueError("an OSS prefix needs a Listing (an OSS client and filters)")
+        for path in group:
+            enqueue_prefix(
+                engine, job, path, top_up, listing, defaults, summary, on_batch, reuse=reuse
+            )
     return Enqueued(summary, store.state_counts(engine, job.id)["pending"])
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What listing an OSS prefix needs: a client for a region (``worker.oss.make_client``
+    with the command's settings and credentials), the filters, and the region of rows."""
+
+    client_for: Callable[[str], Any]
+    region: str
+    filters: Filters = Filters()
+    page_size: int = MAX_KEYS
+
+
+def enqueue_prefix(
+    engine: Engine,
+    job: store.Job,
+    path: str,
+    top_up: TopUp,
+    listing: Listing,
+    defaults: Defaults,
+    summary: EnqueueSummary,
+    on_batch: Callable[[EnqueueSummary], None] | None = None,
+    *,
+    reuse: store.ReuseScope | None = None,
+) -> None:
+    """List ``oss://bucket/prefix`` into the job one page at a time: record the page's rows,
+    top the window up (workers start on the first page), then save the continuation point
+    with the job. A listing killed midway and run again continues from the last page saved;
+    that page's rows, if recorded again, are dropped by their key (no gap, no duplicate).
+    Raises a :class:`worker.oss.OssError` naming the bucket when OSS refuses."""
+    prefix = parse_prefix(path)
+    fingerprint = listing.filters.fingerprint()
+    state = store.open_listing(
+        engine, job.id, f"{prefix} [{fingerprint}]" if fingerprint else str(prefix)
+    )
+    client = listing.client_for(listing.region)
+    defaults = Defaults(defaults.oss_region or listing.region, defaults.referer)
+    token, listed = state.token, state.listed
+    while True:
+        page = list_page(client, prefix.bucket, prefix.prefix, token, max_keys=listing.page_size)
+        records, skipped = page_records(prefix, page.objects, listed + 1, listing.filters, defaults)
+        summary.skipped += skipped
+        enqueue_records(
+            engine,
+            job,
+            records,
+            top_up,
+            batch_size=len(records) or 1,
+            summary=summary,
+            reuse=reuse,
+        )
+        listed += len(page.objects)
+        store.save_listing(engine, state.id, page.next_token, listed)
+        if on_batch is not None:
+            on_batch(summary)
+        if page.next_token is None:
+            return
+        token = page.next_token
 
 
 def requeue_open(engine: Engine, job: store.Job, top_up: TopUp) -> int:

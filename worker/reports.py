@@ -38,6 +38,7 @@ EXPORT_FIELDS = (
     "attempts",
     "error",
     "moderated_at",
+    "reused",
 )
 TOP_LABELS = 20
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection"):
@@ -74,7 +75,8 @@ def export_records(
 
     ``code``/``msg`` are the stored answer's, or the last attempt's for unfinished and failed
     items; ``ext`` is exactly what the API returned; ``error`` is why the item was rejected or
-    failed last.
+    failed last. ``reused`` is true for a row that took an earlier job's answer (no call was
+    made for it): its ``request_id`` and ``moderated_at`` are the original call's.
     """
     pages = export_pages(
         engine,
@@ -108,6 +110,7 @@ def export_records(
                 "attempts": row.attempts,
                 "error": row.last_error,
                 "moderated_at": _iso(row.moderated_at),
+                "reused": row.reused_from is not None,
             }
 
 
@@ -178,6 +181,7 @@ class Report:
     top_labels: list[tuple[str, int, float | None]]  # (label, images, highest confidence)
     failures_by_code: dict[str, int]
     billable_calls: int  # stored answers with code 200: the vendor bills exactly those
+    reused: int  # rows answered by an earlier job's answer: each one a call saved
     rejected_samples: list[RejectedSample]
 
 
@@ -197,6 +201,7 @@ def build_report(engine: Engine, job: Job) -> Report:
         top_labels=figures.top_labels,
         failures_by_code=_named(figures.failures_by_code),
         billable_calls=figures.billable_calls,
+        reused=figures.reused,
         rejected_samples=[RejectedSample(*sample) for sample in figures.rejected],
     )
 
@@ -211,6 +216,8 @@ def render_report(rep: Report) -> str:
     lines.append("  states:         " + _fmt_counts(rep.by_state))
     lines.append("  risk levels:    " + _fmt_counts(rep.by_risk))
     lines.append(f"  billable calls: {rep.billable_calls}")
+    if rep.reused:
+        lines.append(f"  reused answers: {rep.reused} ({rep.reused} calls saved)")
     if rep.failures_by_code:
         lines.append("  failures by code: " + _fmt_counts(rep.failures_by_code))
     if rep.top_labels:

@@ -23,6 +23,7 @@ DEFAULTS: dict[str, str] = {
     "IMGMOD_REGION": "ap-southeast-1",
     "IMGMOD_VPC": "0",
     "IMGMOD_ENDPOINT": "",
+    "IMGMOD_OSS_ENDPOINT": "",  # empty: OSS's public (or, with IMGMOD_VPC=1, internal) endpoint
     # 1: accept a plain http:// IMGMOD_ENDPOINT off loopback (the signed request and any STS
     # token then cross the network in clear text; e.g. the emulator on a compose network).
     "IMGMOD_ALLOW_HTTP": "0",
@@ -108,6 +109,7 @@ class Settings:
     broker_timeout: float = 5.0  # seconds per broker connect / command
     call_deadline: float = 15.0  # wall-clock seconds one API call may take, answer included
     allow_http: bool = False  # a plain http:// endpoint off loopback was explicitly accepted
+    oss_endpoint: str = ""  # IMGMOD_OSS_ENDPOINT, checked by worker.oss when a client is built
 
     def __repr__(self) -> str:
         """Every field, with the passwords of the database, broker and limiter URLs masked:
@@ -339,6 +341,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         or DEFAULTS["IMGMOD_METRICS_HOST"],
         queue_window=_int(env, "IMGMOD_QUEUE_WINDOW"),
         broker_timeout=_float(env, "IMGMOD_BROKER_TIMEOUT"),
+        oss_endpoint=env.get("IMGMOD_OSS_ENDPOINT", "").strip().rstrip("/"),
     )
 
 

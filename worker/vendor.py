@@ -70,6 +70,12 @@ REGIONS: Mapping[str, Region] = MappingProxyType(
 # quotes them in its advice and its emulator enforces the same numbers.
 IMAGE_FORMATS = ("PNG", "JPG", "JPEG", "BMP", "WEBP", "TIFF", "SVG", "HEIF", "GIF", "ICO")
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
+# The same formats as file-name extensions, lower-case (HEIF's files are also named .heic, TIFF's
+# also .tif): what an OSS prefix or a folder keeps by default.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tiff", ".tif", ".svg", ".heif", ".heic")
+    + (".gif", ".ico")
+)
 MAX_IMAGE_EDGE_PX = 16_384
 MAX_HEIF_EDGE_PX = 8_192  # "the longest edge must be less than 8,192 px"
 MAX_IMAGE_PIXELS = 167_000_000

@@ -260,3 +260,9 @@ def test_a_job_name_taken_by_another_service_is_one_line_and_adds_nothing(
     assert "job 'taken' already exists" in line
     assert "'baselineCheck_global', not 'aigcDetector_global'" in line
     assert count(sqlite_url, "items") == 1
+
+
+def test_db_upgrade_to_an_unknown_revision_is_one_line_and_exit_2(sqlite_url: str) -> None:
+    out = run_imgmod({"IMGMOD_DATABASE_URL": sqlite_url}, "db", "upgrade", "--revision", "nope")
+    line = one_line_error(out)
+    assert "--revision nope" in line and "Can't locate revision" in line, line

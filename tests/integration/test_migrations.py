@@ -17,7 +17,10 @@ from worker.store import migrate
 
 pytestmark = pytest.mark.service
 
-TABLES = {"jobs", "items", "results", "result_labels", "alembic_version"}
+TABLES = {"jobs", "items", "listings", "results", "result_labels", "alembic_version"}
+# The newest migration this imgmod ships, and the one a later release would add on top of it.
+HEAD = max(p.name.split("_", 1)[0] for p in (store.MIGRATIONS_DIR / "versions").glob("0*.py"))
+NEXT = f"{int(HEAD) + 1:04d}"
 
 
 def table_names(url: str) -> set[str]:
@@ -30,11 +33,12 @@ def table_names(url: str) -> set[str]:
 
 @pytest.fixture
 def newer_migrations(tmp_path, monkeypatch) -> Path:
-    """This imgmod's migrations plus a 0002, as a later release would ship them."""
+    """This imgmod's migrations plus the next one (NEXT), as a later release would ship it."""
     directory = tmp_path / "migrations"
     shutil.copytree(store.MIGRATIONS_DIR, directory, ignore=shutil.ignore_patterns("__pycache__"))
-    (directory / "versions" / "0002_later.py").write_text(
-        'revision = "0002"\ndown_revision = "0001"\nbranch_labels = None\ndepends_on = None\n\n'
+    (directory / "versions" / f"{NEXT}_later.py").write_text(
+        f'revision = "{NEXT}"\ndown_revision = "{HEAD}"\nbranch_labels = None\n'
+        "depends_on = None\n\n"
         "from alembic import op\nimport sqlalchemy as sa\n\n\n"
         "def upgrade():\n"
         '    op.create_table("later", sa.Column("id", sa.Integer, primary_key=True))\n\n\n'
@@ -50,7 +54,7 @@ def test_upgrade_from_empty_creates_the_schema_at_head(database_url):
     assert table_names(database_url) >= TABLES
     engine = store.make_engine(database_url)
     try:
-        assert store.current_revision(engine) == store.head_revision() == "0001"
+        assert store.current_revision(engine) == store.head_revision() == HEAD
         store.check_schema(engine)
     finally:
         engine.dispose()
@@ -91,11 +95,11 @@ def test_check_schema_refuses_an_unmigrated_database(database_url):
 
 
 def test_check_schema_refuses_a_database_behind_head(database_url, newer_migrations, monkeypatch):
-    store.upgrade(database_url)  # at 0001
-    monkeypatch.setattr(migrate, "MIGRATIONS_DIR", newer_migrations)  # this imgmod wants 0002
+    store.upgrade(database_url)  # at HEAD
+    monkeypatch.setattr(migrate, "MIGRATIONS_DIR", newer_migrations)  # this imgmod wants NEXT
     engine = store.make_engine(database_url)
     try:
-        with pytest.raises(store.SchemaError, match=r"behind 0002; run `imgmod db upgrade`"):
+        with pytest.raises(store.SchemaError, match=rf"behind {NEXT}; run `imgmod db upgrade`"):
             store.check_schema(engine)
         store.upgrade(database_url)
         store.check_schema(engine)
@@ -109,7 +113,7 @@ def test_check_schema_refuses_a_database_a_newer_imgmod_wrote(
 ):
     with monkeypatch.context() as patch:
         patch.setattr(migrate, "MIGRATIONS_DIR", newer_migrations)
-        store.upgrade(database_url)  # a newer release migrated it to 0002
+        store.upgrade(database_url)  # a newer release migrated it to NEXT
     engine = store.make_engine(database_url)
     try:
         with pytest.raises(store.SchemaError, match="newer imgmod wrote it"):

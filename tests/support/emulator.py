@@ -74,4 +74,4 @@ class Emulator(EmulatorHandle):
 def running_emulator(**options: Any) -> Iterator[Emulator]:
     """:func:`worker.processes.running_emulator`, yielding an :class:`Emulator`."""
     with _running_emulator(**options) as handle:
-        yield Emulator(url=handle.url, process=handle.process)
+        yield Emulator(url=handle.url, process=handle.process, oss_url=handle.oss_url)

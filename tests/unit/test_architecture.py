@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "worker.results",
             "worker.params",
             "worker.urls",
+            "worker.identity",  # pure: which image a reference is (pay once per image)
             "worker.signing",
             "worker.logs",
         ),
@@ -43,6 +44,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "worker.queue",
             "worker.window",
             "worker.producer",
+            "worker.oss",  # the OSS SDK client and one listing page
             "worker.limits",
             "worker.limits_lua",
             "worker.client",

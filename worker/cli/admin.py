@@ -23,8 +23,13 @@ def db() -> None:
 @pass_env
 def db_upgrade(env: CommandEnv, revision: str) -> None:
     """Apply migrations to IMGMOD_DATABASE_URL."""
+    from alembic.util.exc import CommandError
+
     settings = env.settings
-    store.upgrade(settings.database_url, revision)
+    try:
+        store.upgrade(settings.database_url, revision)
+    except CommandError as exc:  # an unknown --revision, a database ahead of this imgmod
+        raise CliError(f"db upgrade --revision {revision}: {exc}") from None
     engine = store.make_engine(settings.database_url)
     click.echo(f"database at revision {store.current_revision(engine)}")
 

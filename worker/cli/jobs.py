@@ -46,7 +46,42 @@ _input_options = [
         'logoData (default IMGMOD_INFO_TYPE, customImage,textInImage; "" for none).',
     ),
     click.option("--referer", default=None, help="Referer sent for every image without its own."),
-    click.option("--oss-region", default=None, help="Region for oss://bucket/key lines."),
+    click.option(
+        "--oss-region",
+        default=None,
+        help="Region of the bucket for oss://BUCKET/PREFIX inputs and oss://bucket/key lines "
+        "(default IMGMOD_REGION for prefixes).",
+    ),
+    click.option(
+        "--include",
+        multiple=True,
+        help="OSS prefixes: keep only keys matching this glob (repeatable; replaces the default "
+        "of image extensions). A glob without / matches the key's last segment.",
+    ),
+    click.option("--exclude", multiple=True, help="OSS prefixes: skip keys matching this glob."),
+    click.option(
+        "--modified-since",
+        default=None,
+        help="OSS prefixes: skip objects last modified before this ISO 8601 time (UTC if no "
+        "zone), without recording them.",
+    ),
+    click.option(
+        "--since-job",
+        default=None,
+        help="OSS prefixes: skip objects last modified before job SINCE_JOB was created.",
+    ),
+    click.option(
+        "--rescan",
+        is_flag=True,
+        help="Call the API for every image, even one with a stored answer from an earlier job "
+        "(e.g. after the vendor updated its models).",
+    ),
+    click.option(
+        "--reuse-urls",
+        is_flag=True,
+        help="Reuse stored answers for URLs too (same normalised URL); off by default, since "
+        "the content behind a URL can change.",
+    ),
 ]
 
 
@@ -73,10 +108,15 @@ def _enqueue(
     info_type: str | None,
     referer: str | None,
     oss_region: str | None,
+    listing_args: dict[str, Any],
+    *,
+    rescan: bool = False,
+    reuse_urls: bool = False,
 ) -> tuple[Engine, Celery, store.Job]:
     """Check inputs, database and broker (in that order: nothing is written when one fails),
     open the job and enqueue the inputs into it."""
-    from worker.producer import eager_top_up, enqueue_inputs, open_job
+    from worker.cli.listing import listing_for, oss_errors
+    from worker.producer import eager_top_up, enqueue_inputs, open_job, reuse_scope
     from worker.vendor import InvalidParameter
 
     settings = env.settings
@@ -84,6 +124,7 @@ def _enqueue(
     engine = open_database(settings)
     app = celery_app(settings)
     check_broker(app, settings)
+    listing = listing_for(settings, engine, inputs, oss_region, **listing_args)
     try:
         job = open_job(
             engine, settings, job_name, service=service, info_type=info_type, referer=referer
@@ -92,7 +133,7 @@ def _enqueue(
         raise CliError(f"{_OPTION_OF_FIELD.get(exc.field, exc.field)}: {exc.reason}") from None
     except ValueError as exc:  # the name is taken by a job of another service
         raise CliError(str(exc)) from None
-    with progress_bar("enqueue") as update:
+    with progress_bar("enqueue") as update, oss_errors():
         done = enqueue_inputs(
             engine,
             job,
@@ -105,12 +146,20 @@ def _enqueue(
                 f"{s.lines} lines, {s.accepted} accepted, "
                 f"{s.duplicates} duplicate, {s.rejected} rejected"
             ),
+            listing=listing,
+            reuse=reuse_scope(job, rescan=rescan, reuse_urls=reuse_urls),
         )
     summary = done.summary
     click.echo(
         f"job {job.name}: {summary.accepted} accepted, {summary.duplicates} duplicate, "
         f"{summary.rejected} rejected ({summary.lines} lines)"
+        + (f"; {summary.skipped} listed objects skipped by the filters" if summary.skipped else "")
     )
+    if summary.reused:
+        click.echo(
+            f"{summary.reused} reused a stored answer from an earlier job (done, no call; "
+            "--rescan to call again)"
+        )
     for sample in summary.rejected_samples:
         click.echo(f"  rejected {sample}", err=True)
     _waiting_note(done.waiting, settings)
@@ -141,9 +190,30 @@ def enqueue(
     info_type: str | None,
     referer: str | None,
     oss_region: str | None,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    modified_since: str | None,
+    since_job: str | None,
+    rescan: bool,
+    reuse_urls: bool,
 ) -> None:
-    """Read INPUT files (.txt, .csv, .jsonl, or - for stdin) into a job and queue them."""
-    _enqueue(env, inputs, job_name, service, info_type, referer, oss_region)
+    """Read INPUT files (.txt, .csv, .jsonl, or - for stdin) or OSS prefixes
+    (oss://BUCKET/PREFIX) into a job and queue them."""
+    listing_args = dict(
+        include=include, exclude=exclude, modified_since=modified_since, since_job=since_job
+    )
+    _enqueue(
+        env,
+        inputs,
+        job_name,
+        service,
+        info_type,
+        referer,
+        oss_region,
+        listing_args,
+        rescan=rescan,
+        reuse_urls=reuse_urls,
+    )
 
 
 _stall_option = click.option(
@@ -172,9 +242,29 @@ def run(
     oss_region: str | None,
     stall_seconds: float,
     timeout: float | None,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    modified_since: str | None,
+    since_job: str | None,
+    rescan: bool,
+    reuse_urls: bool,
 ) -> None:
-    """Enqueue INPUT files, then wait for the job with live progress."""
-    engine, app, job = _enqueue(env, inputs, job_name, service, info_type, referer, oss_region)
+    """Enqueue INPUT files or OSS prefixes, then wait for the job with live progress."""
+    listing_args = dict(
+        include=include, exclude=exclude, modified_since=modified_since, since_job=since_job
+    )
+    engine, app, job = _enqueue(
+        env,
+        inputs,
+        job_name,
+        service,
+        info_type,
+        referer,
+        oss_region,
+        listing_args,
+        rescan=rescan,
+        reuse_urls=reuse_urls,
+    )
     sys.exit(_follow(env, engine, app, job, stall_seconds, timeout))
 
 

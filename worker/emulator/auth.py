@@ -78,6 +78,7 @@ def authenticate(
     body: bytes,
     keys: Mapping[str, AccessKey],
     now: float,
+    actions: frozenset[str] = frozenset({ACTION}),
 ) -> AccessKey | GatewayError:
     """Run every stateless gateway check; return the caller's key or the first refusal.
 
@@ -85,12 +86,13 @@ def authenticate(
     :class:`NonceLedger`, only for calls that passed, so forged calls cannot burn nonces.
     """
     action = headers.get("x-acs-action", "")
-    if action != ACTION:
+    if action not in actions:
         return GatewayError(
             404,
             "InvalidAction.NotFound",
             f"Specified api is not found, please check your url "
-            f"and method. (x-acs-action={action or '<missing>'}; this API serves {ACTION})",
+            f"and method. (x-acs-action={action or '<missing>'}; this API serves "
+            f"{', '.join(sorted(actions))})",
         )
     version = headers.get("x-acs-version", "")
     if version != VERSION:

@@ -112,6 +112,38 @@ def _parse_keys(values: tuple[str, ...]) -> tuple[AccessKey, ...]:
     help="Probability of HTTP 502/503 with an HTML or empty body.",
 )
 @click.option("--seed", type=int, default=None, help="Seed for faults and jitter.")
+@click.option(
+    "--oss-port",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Port of the OSS endpoint (path-style); 0 picks a free one, printed at start.",
+)
+@click.option(
+    "--oss-region",
+    default="ap-southeast-1",
+    show_default=True,
+    help="The region the OSS endpoint serves (DIR/<region>/ under --oss-root).",
+)
+@click.option(
+    "--oss-synthetic",
+    multiple=True,
+    metavar="BUCKET=N",
+    help="A generated bucket of N small PNGs img/000000000.png... (repeatable).",
+)
+@click.option(
+    "--oss-deny-list",
+    multiple=True,
+    metavar="BUCKET",
+    help="Deny oss:ListObjects on BUCKET (repeatable): listing it answers 403 AccessDenied.",
+)
+@click.option(
+    "--upload-token-ttl",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds a DescribeUploadToken credential stays valid.",
+)
 def emulator_command(
     host: str,
     port: int,
@@ -130,14 +162,25 @@ def emulator_command(
     fault_malformed: float,
     fault_gateway_5xx: float,
     seed: int | None,
+    oss_port: int,
+    oss_region: str,
+    oss_synthetic: tuple[str, ...],
+    oss_deny_list: tuple[str, ...],
+    upload_token_ttl: float,
 ) -> None:
     """Run the local stand-in for the ImageModeration API (a test double, not a classifier)."""
+    from worker.emulator.oss import OssKnobs
+    from worker.emulator.oss_store import parse_synthetic
     from worker.emulator.server import EmulatorOptions, run_emulator
 
     try:
         rules = load_rules(rules_file) if rules_file is not None else ()
     except (ValueError, OSError) as exc:
         raise click.BadParameter(str(exc), param_hint="--rules") from None
+    try:
+        synthetic = tuple(parse_synthetic(value) for value in oss_synthetic)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--oss-synthetic") from None
     knobs = Knobs(
         qps=qps,
         latency_ms=latency_ms,
@@ -159,6 +202,11 @@ def emulator_command(
         oss_root=oss_root,
         rules=rules,
         seed=seed,
+        oss_port=oss_port,
+        oss_region=oss_region,
+        oss_synthetic=synthetic,
+        oss_knobs=OssKnobs(oss_deny_list=oss_deny_list),
+        upload_token_ttl=upload_token_ttl,
     )
     run_emulator(options)
 

@@ -13,9 +13,11 @@ import asyncio
 import hashlib
 import json
 import random
+import tempfile
 import time
+import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -34,6 +36,9 @@ from worker.emulator.auth import (
 from worker.emulator.download import Downloaded, Downloader, read_oss_object
 from worker.emulator.faults import Fault, Knobs, choose_fault, updated_knobs
 from worker.emulator.formats import exceeds_size_limits, read_image_info
+from worker.emulator.oss import OSS_KNOB_NAMES, OssKnobs, OssServer, updated_oss_knobs
+from worker.emulator.oss_auth import TokenRegistry
+from worker.emulator.oss_store import ObjectStore
 from worker.emulator.params import BodyError, ModerationRequest, validate_request
 from worker.emulator.replies import (
     gateway_body,
@@ -46,8 +51,11 @@ from worker.emulator.rules import Rule, pinned_data, rule_for_sha256, rule_for_u
 from worker.emulator.serving import abort_connection, serve
 from worker.emulator.stats import Stats
 from worker.emulator.throttle import SlidingWindow
+from worker.signing import ACTION
 
 INTROSPECTION_PREFIX = "/__emulator__"
+UPLOAD_TOKEN_ACTION = "DescribeUploadToken"  # noqa: S105 - an API action, not a secret
+_ACTIONS = frozenset({ACTION, UPLOAD_TOKEN_ACTION})
 _JSON = "application/json;charset=utf-8"
 
 
@@ -63,6 +71,12 @@ class EmulatorOptions:
     oss_root: Path | None = None
     rules: tuple[Rule, ...] = ()
     seed: int | None = None
+    oss_port: int = 0
+    oss_region: str = "ap-southeast-1"
+    oss_synthetic: tuple[tuple[str, int], ...] = ()
+    oss_knobs: OssKnobs = field(default_factory=OssKnobs)
+    upload_token_ttl: float = 3600.0
+    upload_bucket: str = "emulator-uploads"
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,14 @@ class Emulator:
         self.window = SlidingWindow(options.knobs.qps)
         self.rng = random.Random(options.seed)
         self.downloader = Downloader(options.download_timeout)
+        self.tokens = TokenRegistry(options.upload_token_ttl)
+        oss_root = options.oss_root or Path(tempfile.mkdtemp(prefix="imgmod-oss-"))
+        self.oss = OssServer(
+            ObjectStore(oss_root, options.oss_region, dict(options.oss_synthetic)),
+            {key.key_id: key.secret for key in options.keys},
+            self.tokens,
+            options.oss_knobs,
+        )
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=1024 * 1024)
@@ -99,8 +121,10 @@ class Emulator:
 
     async def _start(self, app: web.Application) -> None:
         await self.downloader.start()
+        await self.oss.start(self.options.host, self.options.oss_port)
 
     async def _stop(self, app: web.Application) -> None:
+        await self.oss.stop()
         await self.downloader.close()
 
     # -- the vendor endpoint -------------------------------------------------------------
@@ -125,6 +149,7 @@ class Emulator:
             body=body,
             keys=self.keys,
             now=now,
+            actions=_ACTIONS,
         )
         if isinstance(checked, AccessKey) and not self.nonces.claim(
             headers["x-acs-signature-nonce"], now
@@ -145,6 +170,8 @@ class Emulator:
                 Answer(408, "The account has no permission: the service is not activated."),
                 request_id,
             )
+        if headers.get("x-acs-action") == UPLOAD_TOKEN_ACTION:
+            return await self._upload_token(request_id, now)
         if not self.window.admit(key.key_id, time.monotonic()):
             return await self._reply(
                 Answer(403, f"Request exceeds the QPS limit of {self.knobs.qps:g}."), request_id
@@ -195,7 +222,11 @@ class Emulator:
         if rule is not None:
             return self._pinned(rule, req)
         fetched: Downloaded | BodyError
-        if req.oss is not None:
+        synthetic = self.oss.store.synthetic
+        if req.oss is not None and req.oss.bucket in synthetic:
+            body = self.oss.store.body(req.oss.bucket, req.oss.name)
+            fetched = Downloaded(body) if body is not None else read_oss_object(None, req.oss)
+        elif req.oss is not None:
             fetched = await asyncio.to_thread(read_oss_object, self.options.oss_root, req.oss)
         else:
             assert req.image_url is not None
@@ -247,6 +278,28 @@ class Emulator:
             charset="utf-8",
         )
 
+    async def _upload_token(self, request_id: str, now: float) -> web.Response:
+        """DescribeUploadToken: temporary keys for the upload bucket (not billed, no QPS)."""
+        bucket = self.options.upload_bucket
+        prefix = f"upload/{uuid.uuid4().hex}/"
+        sts = self.tokens.issue(bucket, prefix, now)
+        self.oss.counts["upload_tokens"] = self.oss.counts.get("upload_tokens", 0) + 1
+        data = {
+            "AccessKeyId": sts.key_id,
+            "AccessKeySecret": sts.secret,
+            "SecurityToken": sts.token,
+            "BucketName": bucket,
+            "FileNamePrefix": prefix,
+            "OssInternetEndPoint": self.oss.url,
+            "OssInternalEndPoint": self.oss.url,
+            "Expiration": int(sts.expires),
+        }
+        return web.Response(
+            body=service_body(200, "OK", data, request_id),
+            content_type="application/json",
+            charset="utf-8",
+        )
+
     # -- injected faults -------------------------------------------------------------------
 
     def _gateway_5xx(self) -> web.Response:
@@ -272,27 +325,43 @@ class Emulator:
         return web.json_response({"ok": True})
 
     async def get_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats.snapshot())
+        return web.json_response(dict(self.stats.snapshot(), oss=dict(self.oss.counts)))
 
     async def reset_stats(self, request: web.Request) -> web.Response:
         self.stats.reset()
         return web.json_response(self.stats.snapshot())
 
     async def get_config(self, request: web.Request) -> web.Response:
-        return web.json_response(self.knobs.as_dict())
+        return web.json_response(self._config())
+
+    def _config(self) -> dict[str, Any]:
+        return {**self.knobs.as_dict(), **self.oss.knobs.as_dict(), "oss_url": self.oss.url}
 
     async def set_config(self, request: web.Request) -> web.Response:
         try:
             changes = json.loads(await request.read() or b"{}")
             if not isinstance(changes, dict):
                 raise ValueError("the config body must be a JSON object")
-            self.knobs = updated_knobs(self.knobs, changes)
+            oss = {k: v for k, v in changes.items() if k in OSS_KNOB_NAMES}
+            knobs = updated_knobs(self.knobs, {k: v for k, v in changes.items() if k not in oss})
+            self.oss.knobs = updated_oss_knobs(self.oss.knobs, oss)
+            self.knobs = knobs
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         self.window.cap = self.knobs.qps
-        return web.json_response(self.knobs.as_dict())
+        return web.json_response(self._config())
 
 
 def run_emulator(options: EmulatorOptions) -> None:
-    emulator = Emulator(options)
-    asyncio.run(serve(emulator.build_app(), options.host, options.port, "emulator listening on"))
+    """Serve the API and the OSS port; without ``--oss-root``, uploads go to a temporary dir."""
+    with tempfile.TemporaryDirectory(prefix="imgmod-oss-") as scratch:
+        if options.oss_root is None:
+            options = replace(options, oss_root=Path(scratch))
+        assert options.oss_root is not None
+        (options.oss_root / options.oss_region / options.upload_bucket).mkdir(
+            parents=True, exist_ok=True
+        )
+        emulator = Emulator(options)
+        banner = "emulator listening on"
+        app = emulator.build_app()
+        asyncio.run(serve(app, options.host, options.port, banner, emulator.oss.banner))

@@ -11,12 +11,23 @@ import contextlib
 import signal
 import socket
 import struct
+from collections.abc import Callable
 
 from aiohttp import web
 
 
-async def serve(app: web.Application, host: str, port: int, banner: str) -> None:
-    """Serve ``app`` until SIGINT/SIGTERM, printing ``<banner> http://HOST:PORT`` once bound."""
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    banner: str,
+    then_announce: Callable[[], str] | None = None,
+) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM, printing ``<banner> http://HOST:PORT`` once bound.
+
+    ``then_announce`` returns more lines to print right after it (the emulator's OSS port), so
+    the first URL printed stays the app's own, which is what parents read.
+    """
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)
@@ -31,6 +42,8 @@ async def serve(app: web.Application, host: str, port: int, banner: str) -> None
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     print(f"{banner} http://{host}:{bound_port}", flush=True)
+    if then_announce is not None:
+        print(then_announce(), flush=True)
     try:
         await stop.wait()
     finally:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from worker.sources import files, stdin
+from worker.sources import files, oss_prefix, stdin
 from worker.sources.records import Defaults, Record
 
 
@@ -24,10 +24,20 @@ class SourceKind:
     claims: Callable[[str], bool]
     check: Callable[[str], None]
     read: Callable[[str, Defaults, IO[bytes] | None], Iterator[Record]]
+    # Listed page by page by the producer, which saves the continuation point with the job
+    # (an OSS prefix); ``read`` is then not used.
+    paged: bool = False
 
 
 KINDS: tuple[SourceKind, ...] = (
     SourceKind("stdin", stdin.claims_stdin, stdin.check_stdin, stdin.read_stdin),
+    SourceKind(
+        "oss-prefix",
+        oss_prefix.claims_prefix,
+        oss_prefix.check_prefix,
+        oss_prefix.read_prefix,
+        paged=True,
+    ),
     SourceKind("file", files.claims_file, files.check_file, files.read_file),
 )
 

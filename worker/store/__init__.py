@@ -15,7 +15,9 @@ One module per job: :mod:`~worker.store.schema` (tables and states), :mod:`~work
 (engines, transactions, outages), :mod:`~worker.store.migrate` (Alembic),
 :mod:`~worker.store.jobs`, :mod:`~worker.store.items` (the producer's side of a row),
 :mod:`~worker.store.leases` (the worker's side), :mod:`~worker.store.answers` (billed answers,
-in SQL and parked in Redis) and :mod:`~worker.store.queries` (reads for reports and status).
+in SQL and parked in Redis), :mod:`~worker.store.reuse` (answers reused across jobs),
+:mod:`~worker.store.listings` (where an OSS listing stands) and :mod:`~worker.store.queries`
+(reads for reports and status).
 This package re-exports their public names, so ``from worker import store;
 store.claim_item(...)`` reads as one module.
 """
@@ -56,6 +58,7 @@ from worker.store.leases import (
     renew_leases,
     requeue_expired,
 )
+from worker.store.listings import Listing, get_listing, open_listing, save_listing
 from worker.store.migrate import (
     MIGRATIONS_DIR,
     SchemaError,
@@ -67,6 +70,7 @@ from worker.store.migrate import (
     upgrade,
 )
 from worker.store.queries import attempts_made, state_counts
+from worker.store.reuse import Inserted, ReuseScope, insert_reusing
 
 # Last: ``store.items`` and ``store.jobs`` are the tables (as callers have always used them),
 # not the submodules of the same names that the imports above bound first.
@@ -90,8 +94,11 @@ __all__ = [
     "RAW_INPUT_LIMIT",
     "STATES",
     "ClaimedItem",
+    "Inserted",
     "Job",
+    "Listing",
     "NewItem",
+    "ReuseScope",
     "SchemaError",
     "UTCDateTime",
     "add_counts",
@@ -105,9 +112,11 @@ __all__ = [
     "find_migrations",
     "finish_job_if_complete",
     "get_job",
+    "get_listing",
     "get_or_create_job",
     "head_revision",
     "insert_items",
+    "insert_reusing",
     "is_outage",
     "items",
     "job_key",
@@ -117,6 +126,7 @@ __all__ = [
     "list_jobs",
     "make_engine",
     "mark_queued",
+    "open_listing",
     "metadata",
     "record_failure",
     "record_result",
@@ -129,6 +139,7 @@ __all__ = [
     "result_labels",
     "results",
     "return_to_pending",
+    "save_listing",
     "state_counts",
     "storable",
     "take_pending",

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from worker.store.engine import write
 from worker.store.schema import items, jobs
@@ -40,6 +41,11 @@ class NewItem:
     state: str
     last_error: str | None = None
     raw_input: str | None = None
+    etag: str | None = None  # an OSS object as listed (None for other inputs)
+    size: int | None = None
+    last_modified: datetime | None = None
+    identity: str | None = None  # worker.identity: the image, for reuse of its answer
+    content_key: str | None = None
 
 
 def rejected_ref_key(source: str, line: int, identity: str = "") -> str:
@@ -61,6 +67,15 @@ def insert_items(engine: Engine, job_id: int, rows: Sequence[NewItem]) -> list[i
     """
     if not rows:
         return []
+    with write(engine) as conn:
+        return insert_rows(conn, job_id, rows)
+
+
+def insert_rows(conn: Connection, job_id: int, rows: Sequence[NewItem]) -> list[int]:
+    """:func:`insert_items` inside the caller's transaction (:mod:`worker.store.reuse` links
+    reused rows in the same one, before any refiller can see them ``pending``)."""
+    if not rows:
+        return []
     for row in rows:
         if row.state not in ("pending", "rejected"):
             raise ValueError(f"new items are 'pending' or 'rejected', not {row.state!r}")
@@ -73,13 +88,12 @@ def insert_items(engine: Engine, job_id: int, rows: Sequence[NewItem]) -> list[i
             values["raw_input"] = row.raw_input[:RAW_INPUT_LIMIT]
         values["finished_at"] = moment if row.state == "rejected" else None
         params.append(values)
-    with write(engine) as conn:
-        stmt = (
-            insert_for(conn, items)
-            .on_conflict_do_nothing(index_elements=["job_id", "ref_key"])
-            .returning(items.c.id)
-        )
-        return [int(r) for r in conn.execute(stmt, params).scalars()]
+    stmt = (
+        insert_for(conn, items)
+        .on_conflict_do_nothing(index_elements=["job_id", "ref_key"])
+        .returning(items.c.id)
+    )
+    return [int(r) for r in conn.execute(stmt, params).scalars()]
 
 
 def mark_queued(engine: Engine, ids: Sequence[int]) -> None:

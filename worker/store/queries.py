@@ -83,6 +83,7 @@ def _filtered(
         items.c.last_code,
         items.c.last_message,
         items.c.last_error,
+        items.c.reused_from,
         results.c.id.label("result_id"),
         results.c.risk_level,
         results.c.ext,
@@ -162,6 +163,7 @@ class JobFigures:
     top_labels: list[tuple[str, int, float | None]]  # (label, images, highest confidence)
     failures_by_code: list[tuple[str | None, int]]  # most frequent first
     billable_calls: int  # stored answers with code 200: the vendor bills exactly those
+    reused: int  # rows that took an earlier job's answer (worker.store.reuse): calls saved
     rejected: list[tuple[str, int, str | None]]  # (source, line, why), first ones first
 
 
@@ -198,10 +200,20 @@ def job_figures(engine: Engine, job: Job, *, top_labels: int, rejected: int) -> 
                 .order_by(sa.func.count().desc(), items.c.last_code)
             )
         ]
+        # A reused row's copied answer was billed to the job that paid for it, not to this one.
         billable = conn.execute(
             sa.select(sa.func.count())
-            .select_from(results)
-            .where(results.c.job_id == job.id, results.c.code == "200")
+            .select_from(results.join(items, items.c.id == results.c.item_id))
+            .where(
+                results.c.job_id == job.id,
+                results.c.code == "200",
+                items.c.reused_from.is_(None),
+            )
+        ).scalar_one()
+        reused = conn.execute(
+            sa.select(sa.func.count()).where(
+                items.c.job_id == job.id, items.c.reused_from.is_not(None)
+            )
         ).scalar_one()
         samples = [
             (row.source, int(row.line), row.last_error)
@@ -217,5 +229,6 @@ def job_figures(engine: Engine, job: Job, *, top_labels: int, rejected: int) -> 
         top_labels=labels,
         failures_by_code=failures,
         billable_calls=int(billable),
+        reused=int(reused),
         rejected=samples,
     )

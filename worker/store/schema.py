@@ -101,10 +101,33 @@ items = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("queued_at", UTCDateTime()),
     sa.Column("finished_at", UTCDateTime()),
+    # An OSS object as listed (migration 0002): what it was when recorded.
+    sa.Column("etag", sa.String(64)),
+    sa.Column("size", sa.BigInteger()),
+    sa.Column("last_modified", UTCDateTime()),
+    # Pay once per image (migration 0003, worker.identity): the image's identity and content
+    # key, and for a row answered by an earlier answer, the item that was billed for it.
+    sa.Column("identity", sa.String(255), index=True),
+    sa.Column("content_key", sa.String(100), index=True),
+    sa.Column("reused_from", sa.BigInteger(), sa.ForeignKey("items.id")),
     sa.UniqueConstraint("job_id", "ref_key"),
     sa.Index(None, "job_id", "state"),
     sa.Index(None, "state", "lease_expires_at"),
     sa.Index(None, "job_id", "id"),  # keyset pagination of one job (exports, resume)
+)
+
+# Where the listing of one OSS prefix (under one filter) into one job stands: resumable.
+listings = sa.Table(
+    "listings",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.BigInteger(), sa.ForeignKey("jobs.id"), nullable=False),
+    sa.Column("source", sa.Text(), nullable=False),  # oss://bucket/prefix plus filter fingerprint
+    sa.Column("continuation_token", sa.Text()),
+    sa.Column("listed", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("done", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("job_id", "source"),
 )
 
 results = sa.Table(
