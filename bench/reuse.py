@@ -1,6 +1,15 @@
 """A rerun of an unchanged, fully moderated job: billed calls and wall time.
 
     .venv/bin/python bench/reuse.py [--refs 100000] [--db sqlite:////tmp/reuse.db | postgresql://...]
+    .venv/bin/python bench/reuse.py --oss [--refs 100000]
+
+``--oss``: the archive is an OSS prefix instead of a URL list, the emulator's synthetic bucket
+of ``--refs`` objects (``--oss-synthetic``). The first job is a real ``imgmod enqueue
+oss://synthetic/`` (listed through the OSS SDK, each row with its ETag and size); it is then
+made fully moderated by storing the answers through bulk SQL as below, not by a real first run
+(100,000 calls at the emulator's QPS cap would take far longer than the rerun being measured,
+and the rerun reads only the stored answers). The timed rerun is ``imgmod run oss://synthetic/
+--job rerun`` (no ``--reuse-urls``: OSS objects are reused by (bucket, key, ETag) by default).
 
 Builds a job of ``--refs`` URLs that is fully moderated (the producer inserts it; its answers are
 then stored in bulk SQL, as 100,000 workers' answers would be: the vendor's risk sample with one
@@ -19,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,6 +43,8 @@ from worker.producer import enqueue_records, reuse_scope
 from worker.sources import read_inputs
 
 SERVICE = "baselineCheck_global"
+OSS_REGION = "cn-hangzhou"
+IMGMOD = [sys.executable, "-m", "worker.cli"]
 INFO = "customImage,textInImage"
 RAW = {
     "Code": 200,
@@ -86,40 +98,58 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--refs", type=int, default=100_000)
     parser.add_argument("--db", default=None)
+    parser.add_argument("--oss", action="store_true", help="an OSS prefix, not a URL list")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, private_redis() as redis, running_emulator() as emu:
+    with tempfile.TemporaryDirectory() as tmp, private_redis() as redis, ExitStack() as resources:
+        (Path(tmp) / "oss").mkdir()
+        oss = {"oss_root": Path(tmp) / "oss", "oss_region": OSS_REGION}
+        synthetic = {"oss_synthetic": (f"synthetic={args.refs}",)} if args.oss else {}
+        emu = resources.enter_context(running_emulator(**oss, **synthetic))
         db = args.db or f"sqlite:///{tmp}/reuse.db"
-        source = Path(tmp) / "archive.txt"
-        with source.open("w") as fh:
-            for n in range(args.refs):
-                fh.write(f"https://images.example.com/archive/{n:09d}.jpg\n")
-        store.upgrade(db)
-        engine = store.make_engine(db)
-        first = store.get_or_create_job(engine, "first", SERVICE, INFO)
-        started = time.perf_counter()
-        enqueue_records(
-            engine,
-            first,
-            read_inputs([str(source)]),
-            lambda: 0,
-            reuse=reuse_scope(first, rescan=False, reuse_urls=True),
-        )
-        moderate_in_bulk(engine, first)
-        print(f"setup: {args.refs} references moderated in {time.perf_counter() - started:.1f} s")
-
         env = {
             **os.environ,
             "IMGMOD_DATABASE_URL": db,
             "IMGMOD_BROKER_URL": redis.url,
             "IMGMOD_ENDPOINT": emu.url,
+            "IMGMOD_OSS_ENDPOINT": emu.oss_url,
             "IMGMOD_INFO_TYPE": INFO,
             "ALIBABA_CLOUD_ACCESS_KEY_ID": TEST_ACCESS_KEY_ID,
             "ALIBABA_CLOUD_ACCESS_KEY_SECRET": TEST_ACCESS_KEY_SECRET,
         }
-        command = [sys.executable, "-m", "worker.cli", "run", str(source), "--job", "rerun"]
+        store.upgrade(db)
+        engine = store.make_engine(db)
+        started = time.perf_counter()
+        if args.oss:
+            target, more = "oss://synthetic/", ["--oss-region", OSS_REGION]
+            subprocess.run(
+                [*IMGMOD, "enqueue", target, *more, "--job", "first"],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+            first = store.get_job(engine, "first")
+            assert first is not None
+        else:
+            source = Path(tmp) / "archive.txt"
+            with source.open("w") as fh:
+                for n in range(args.refs):
+                    fh.write(f"https://images.example.com/archive/{n:09d}.jpg\n")
+            target, more = str(source), ["--reuse-urls"]
+            first = store.get_or_create_job(engine, "first", SERVICE, INFO)
+            enqueue_records(
+                engine,
+                first,
+                read_inputs([str(source)]),
+                lambda: 0,
+                reuse=reuse_scope(first, rescan=False, reuse_urls=True),
+            )
+        moderate_in_bulk(engine, first)
+        print(f"setup: {args.refs} references moderated in {time.perf_counter() - started:.1f} s")
+
+        command = [*IMGMOD, "run", target, *more, "--job", "rerun"]
         started = time.perf_counter()
         done = subprocess.run(
-            [*command, "--reuse-urls", "--timeout", "300"],
+            [*command, "--timeout", "300"],
             env=env,
             capture_output=True,
             text=True,

@@ -129,7 +129,7 @@ class ModerationClient:
     def close(self) -> None:
         self._session.close()
 
-    def send(self, fields: dict[str, str]) -> CallResult:
+    def send(self, fields: dict[str, str], action: str | None = None) -> CallResult:
         """POST one signed request; transport faults and unparsable bodies raise TransportError,
         a redirect raises EndpointRedirect.
 
@@ -145,6 +145,7 @@ class ModerationClient:
             security_token=creds.security_token,
             fields=fields,
             user_agent=USER_AGENT,
+            **({"action": action} if action else {}),
         )
         started = time.monotonic()
         call = WATCHDOG.begin(self._deadline)

@@ -2,7 +2,9 @@
 
 Starts the emulator, a server of generated sample images and a Celery worker, writes a mixed
 input (good images, missing ones, not-an-image, too slow, duplicates, bad lines), runs
-``imgmod run`` over it as a user would, prints the report and checks the billing.
+``imgmod run`` over it as a user would, prints the report and checks the billing. Then a small
+bucket in the emulator's OSS is run twice as two nightly jobs over the same prefix: the first
+bills each image once, the second bills 0 (every object unchanged, its answer reused).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from worker.processes import (
 )
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/13"
+OSS_REGION = "ap-southeast-1"
+OSS_BUCKET, OSS_PREFIX, OSS_IMAGES = "demo-archive", "uploads/", 12
 
 
 def choose_broker(stack: ExitStack, workdir: Path) -> tuple[str, str]:
@@ -69,6 +73,36 @@ def write_inputs(workdir: Path, url: Callable[..., str], count: int) -> tuple[li
     return [txt, csv], good + 10
 
 
+def write_bucket(oss_root: Path) -> int:
+    """A small bucket in the emulator's ``--oss-root``: sample images under :data:`OSS_PREFIX`
+    (plus a text file the default filters skip); returns how many images a run should bill."""
+    from worker.emulator.samples import png_bytes
+
+    folder = oss_root / OSS_REGION / OSS_BUCKET / OSS_PREFIX
+    folder.mkdir(parents=True)
+    for n in range(OSS_IMAGES):
+        (folder / f"{n:03d}.png").write_bytes(png_bytes(5000 + n))
+    (folder / "notes.txt").write_text("not an image\n", encoding="utf-8")
+    return OSS_IMAGES
+
+
+def run_oss_nights(cli: list[str], env: dict[str, str], billed: Callable[[], int]) -> list[int]:
+    """The same OSS prefix run as two nightly jobs: what each billed (the second should be 0,
+    every row reusing the first night's answer)."""
+    target = f"oss://{OSS_BUCKET}/{OSS_PREFIX}"
+    bills = []
+    for night in (1, 2):
+        before = billed()
+        click.echo(f"\n$ imgmod run {target} --oss-region {OSS_REGION} --job demo-oss-{night}")
+        subprocess.run(
+            [*cli, "run", target, "--oss-region", OSS_REGION, "--job", f"demo-oss-{night}"],
+            env=env,
+            check=False,
+        )
+        bills.append(billed() - before)
+    return bills
+
+
 def run_demo(images: int) -> int:
     from worker.emulator import TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET
 
@@ -79,13 +113,21 @@ def run_demo(images: int) -> int:
         click.echo(f"broker: {how}")
         samples = stack.enter_context(running_image_server())
         emulator = stack.enter_context(
-            running_emulator(qps=100, latency_ms=40, jitter_ms=40, download_timeout=3.0)
+            running_emulator(
+                qps=100,
+                latency_ms=40,
+                jitter_ms=40,
+                download_timeout=3.0,
+                oss_root=workdir / "oss",
+                oss_region=OSS_REGION,
+            )
         )
         click.echo(f"emulator: {emulator.url} (cap 100/s); sample images: {samples.url}")
         env = {
             "IMGMOD_DATABASE_URL": f"sqlite:///{workdir / 'imgmod.db'}",
             "IMGMOD_BROKER_URL": broker_url,
             "IMGMOD_ENDPOINT": emulator.url,
+            "IMGMOD_OSS_ENDPOINT": emulator.oss_url,
             "IMGMOD_QPS": "100",
             "IMGMOD_INFO_TYPE": "customImage,textInImage,publicFigure,logoData",
             "IMGMOD_WORKER_CONCURRENCY": "32",
@@ -97,6 +139,7 @@ def run_demo(images: int) -> int:
         }
         full_env = {**os.environ, **env}
         inputs, distinct_good = write_inputs(workdir, samples.image_url, images)
+        oss_images = write_bucket(workdir / "oss")
         cli = [sys.executable, "-m", "worker.cli"]
         subprocess.run([*cli, "db", "upgrade"], env=full_env, check=True)
         worker = start_worker(env, workdir / "worker.log", concurrency=32)
@@ -110,6 +153,7 @@ def run_demo(images: int) -> int:
             ).stdout
         )
         stats = emulator.stats()
+        nights = run_oss_nights(cli, full_env, lambda: int(emulator.stats()["billed"]))
     states = status["states"]
     billed, done = int(stats["billed"]), int(states.get("done", 0))
     max_per_image = max(stats.get("billed_by_image", {}).values() or [0])
@@ -121,6 +165,12 @@ def run_demo(images: int) -> int:
         f"export the results: IMGMOD_DATABASE_URL=sqlite:///{workdir / 'imgmod.db'} "
         "imgmod export demo --format jsonl"
     )
+    click.echo(
+        f"OSS prefix oss://{OSS_BUCKET}/{OSS_PREFIX}: first night billed {nights[0]} "
+        f"(expected {oss_images}), second night billed {nights[1]} (expected 0: every object "
+        "unchanged, its answer reused)"
+    )
     ok = run.returncode in (0, 3) and billed == done == distinct_good and max_per_image <= 1
+    ok = ok and nights == [oss_images, 0]
     click.echo("demo: OK" if ok else "demo: something is off (see above)")
     return 0 if ok else 1

@@ -43,13 +43,15 @@ _VENDOR_HOST = re.compile(r"green-cip(?:-vpc)?\.([a-z0-9-]+)\.aliyuncs\.com")
 @dataclass(frozen=True)
 class Check:
     """The outcome of one check; ``fix`` says what to do when ``ok`` is False; ``warnings``
-    name what works but is probably not meant (they do not fail the check)."""
+    name what works but is probably not meant (they do not fail the check); ``notes`` say what
+    no check can prove from here (always shown)."""
 
     name: str
     ok: bool
     detail: str
     fix: str = ""
     warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 def mask_key_id(key_id: str) -> str:
@@ -360,7 +362,8 @@ def run_checks(env: Mapping[str, str] | None = None) -> list[Check]:
 
 
 def render(checks: list[Check], unicode: bool = True) -> str:
-    """One line per check (✓/✗, name, detail), the fix under each failure, then its warnings."""
+    """One line per check (✓/✗, name, detail), the fix under each failure, then its warnings
+    and notes."""
     good, bad = ("✓", "✗") if unicode else ("ok  ", "FAIL")
     lines = []
     for check in checks:
@@ -368,6 +371,7 @@ def render(checks: list[Check], unicode: bool = True) -> str:
         if not check.ok and check.fix:
             lines.append(f"    fix: {check.fix}")
         lines += [f"    warning: {warning}" for warning in check.warnings]
+        lines += [f"    note: {note}" for note in check.notes]
     return "\n".join(lines)
 
 

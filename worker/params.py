@@ -46,14 +46,23 @@ class ImageRef:
     oss_region: str | None = None
     data_id: str | None = None
     referer: str | None = None
+    # A local file (worker.sources.folder): its absolute path and the SHA-256 read at enqueue;
+    # the worker uploads it and sends the OSS triple of the upload (worker.uploads).
+    local_path: str | None = None
+    sha256: str | None = None
 
     @property
-    def kind(self) -> Literal["url", "oss"]:
+    def kind(self) -> Literal["url", "oss", "file"]:
+        if self.local_path:
+            return "file"
         return "url" if self.image_url else "oss"
 
     @property
     def key(self) -> str:
-        """Stable identity for deduplication: the normalised URL or ``oss://region/bucket/object``."""
+        """Stable identity for deduplication: the normalised URL, ``oss://region/bucket/object``
+        or ``file:<absolute path>`` (one row per file, even for byte-identical files)."""
+        if self.local_path:
+            return f"file:{self.local_path}"
         if self.image_url:
             return self.image_url
         return f"oss://{self.oss_region}/{self.oss_bucket}/{self.oss_object}"

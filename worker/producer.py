@@ -21,10 +21,17 @@ from sqlalchemy.engine import Engine
 
 from worker import store
 from worker.identity import keys_of
-from worker.oss import MAX_KEYS, list_page
+from worker.oss import MAX_KEYS, Page, list_page
 from worker.sources import Accepted, Rejected, read_inputs
+from worker.sources.folder import LocalImage
 from worker.sources.kinds import kind_of
-from worker.sources.oss_prefix import Filters, ListedObject, page_records, parse_prefix
+from worker.sources.oss_prefix import (
+    Filters,
+    ListedObject,
+    page_records,
+    parse_prefix,
+    prefetched,
+)
 from worker.sources.records import Defaults
 from worker.vendor import MAX_REFERER_CHARS, InvalidParameter, validate_info_type, validate_service
 
@@ -78,11 +85,15 @@ def to_new_item(record: Accepted | Rejected) -> store.NewItem:
         source=record.source,
         line=record.line,
         state="pending",
+        local_path=ref.local_path,
+        sha256=ref.sha256,
     )
     if isinstance(record, ListedObject):  # what the OSS listing said of the object
         return replace(
             item, etag=record.etag, size=record.size, last_modified=record.last_modified
         )
+    if isinstance(record, LocalImage):  # a local file's size at enqueue
+        return replace(item, size=record.size)
     return item
 
 
@@ -95,6 +106,7 @@ def with_keys(item: store.NewItem) -> store.NewItem:
         oss_object=item.oss_object,
         etag=item.etag,
         size=item.size,
+        sha256=item.sha256,
     )
     if keys.identity is None and keys.content_key is None:
         return item
@@ -279,9 +291,12 @@ def enqueue_prefix(
     )
     client = listing.client_for(listing.region)
     defaults = Defaults(defaults.oss_region or listing.region, defaults.referer)
-    token, listed = state.token, state.listed
-    while True:
-        page = list_page(client, prefix.bucket, prefix.prefix, token, max_keys=listing.page_size)
+    listed = state.listed
+
+    def fetch(token: str | None) -> Page:
+        return list_page(client, prefix.bucket, prefix.prefix, token, max_keys=listing.page_size)
+
+    for page in prefetched(fetch, state.token):  # the next page is fetched while this one lands
         records, skipped = page_records(prefix, page.objects, listed + 1, listing.filters, defaults)
         summary.skipped += skipped
         enqueue_records(
@@ -297,9 +312,6 @@ def enqueue_prefix(
         store.save_listing(engine, state.id, page.next_token, listed)
         if on_batch is not None:
             on_batch(summary)
-        if page.next_token is None:
-            return
-        token = page.next_token
 
 
 def requeue_open(engine: Engine, job: store.Job, top_up: TopUp) -> int:

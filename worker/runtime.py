@@ -31,6 +31,8 @@ from worker.metrics import NULL_METRICS, Recorder, metrics_for
 from worker.retry import RetryPolicy
 from worker.settings import Settings, load_credentials
 from worker.store.answers import ParkedAnswers
+from worker.upload_token import describe_upload_token
+from worker.uploads import TokenCache, Uploader, oss_client_for
 
 log = logging.getLogger("imgmod.runtime")
 
@@ -67,6 +69,7 @@ class Runtime:
     leases: LeaseKeeper
     answers: ParkedAnswers | None = None  # None without Redis: answers are durable once in SQL
     metrics: Recorder = NULL_METRICS
+    uploads: Uploader | None = None  # local files (worker.uploads): built with the runtime
 
     @classmethod
     def build(cls, settings: Settings, publish_again: Publish) -> Runtime:
@@ -98,16 +101,18 @@ class Runtime:
             if r is None
             else MessagesInHand(r, deployment(settings), new_owner(), settings.lease_seconds)
         )
+        client = ModerationClient.from_settings(settings, load_credentials())
         return cls(
             settings=settings,
             engine=engine,
-            client=ModerationClient.from_settings(settings, load_credentials()),
+            client=client,
             limiter=limiter,
             policy=RetryPolicy.from_settings(settings),
             redis=r,
             leases=LeaseKeeper(engine, settings.lease_seconds, publish_again, hands),
             answers=None if r is None else ParkedAnswers(r),
             metrics=metrics,
+            uploads=uploader_for(settings, client),
         )
 
 
@@ -124,6 +129,16 @@ def process_runtime(settings: Settings, publish_again: Publish) -> Runtime:
             if _runtime is None:
                 _runtime = Runtime.build(settings, publish_again)
     return _runtime
+
+
+def uploader_for(settings: Settings, client: ModerationClient) -> Uploader:
+    """The process's uploader of local files: one token cache (DescribeUploadToken through
+    ``client``), uploads to the API's region, internal endpoint with IMGMOD_VPC=1."""
+    tokens = TokenCache(
+        lambda: describe_upload_token(client),
+        lambda token: oss_client_for(token, settings.region, settings.vpc, settings.allow_http),
+    )
+    return Uploader(tokens, settings.region, settings.upload_concurrency)
 
 
 def current_runtime() -> Runtime | None:

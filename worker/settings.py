@@ -14,7 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from worker.vendor import REGIONS, InvalidParameter, validate_info_type, validate_service
+from worker.vendor import (
+    REGIONS,
+    InvalidParameter,
+    validate_info_type,
+    validate_service,
+)
+from worker.vendor import (
+    parse_per_code as parse_per_code,  # moved to vendor; still importable from here
+)
 
 DEFAULTS: dict[str, str] = {
     "IMGMOD_DATABASE_URL": "sqlite:///imgmod.db",
@@ -56,13 +64,13 @@ DEFAULTS: dict[str, str] = {
     "IMGMOD_QUEUE_WINDOW": "20000",
     # Seconds a broker connect or command may take before it counts as unreachable.
     "IMGMOD_BROKER_TIMEOUT": "5",
+    # Local files uploaded at once per worker process (each held in memory, up to 20 MB).
+    "IMGMOD_UPLOAD_CONCURRENCY": "16",
 }
 
 
 # A password given as a query parameter (``?password=...``, as some drivers accept).
 _PASSWORD_PARAM = re.compile(r"(?i)((?:^|[?&;])password=)[^&;#]*")
-# A retry code in IMGMOD_RETRY_PER_CODE: "403", "transport", "InvalidAction.NotFound"...
-_CODE_KEY = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 class ConfigError(ValueError):
@@ -110,6 +118,7 @@ class Settings:
     call_deadline: float = 15.0  # wall-clock seconds one API call may take, answer included
     allow_http: bool = False  # a plain http:// endpoint off loopback was explicitly accepted
     oss_endpoint: str = ""  # IMGMOD_OSS_ENDPOINT, checked by worker.oss when a client is built
+    upload_concurrency: int = 16  # local files uploaded at once per worker process
 
     def __repr__(self) -> str:
         """Every field, with the passwords of the database, broker and limiter URLs masked:
@@ -170,39 +179,6 @@ def _per_code(env: Mapping[str, str]) -> str:
     except ValueError as exc:
         raise ConfigError(f"IMGMOD_RETRY_PER_CODE={raw!r}: {exc}") from None
     return raw
-
-
-def parse_per_code(spec: str) -> dict[str, int]:
-    """``"403=20,405=3"`` -> ``{"403": 20, "405": 3}``; blanks around parts are ignored.
-
-    Raises ValueError naming the offending part and the expected form.
-    """
-    result: dict[str, int] = {}
-    for raw in spec.split(","):
-        part = raw.strip()
-        if not part:
-            continue
-        code, sep, count = (s.strip() for s in part.partition("="))
-        if not sep:
-            raise ValueError(
-                f"retry spec part {part!r} has no '=': write CODE=ATTEMPTS, e.g. 403=20"
-            )
-        if not _CODE_KEY.fullmatch(code):
-            raise ValueError(
-                f"retry spec part {part!r}: {code!r} is not a retry code (e.g. 403, transport)"
-            )
-        try:
-            attempts = int(count)
-        except ValueError:
-            raise ValueError(
-                f"retry spec part {part!r}: {count!r} is not a whole number of attempts"
-            ) from None
-        if attempts < 1:
-            raise ValueError(f"retry spec part {part!r}: attempts must be at least 1")
-        if code in result:
-            raise ValueError(f"retry spec part {part!r}: code {code} is given twice")
-        result[code] = attempts
-    return result
 
 
 def normalize_database_url(url: str) -> str:
@@ -342,6 +318,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         queue_window=_int(env, "IMGMOD_QUEUE_WINDOW"),
         broker_timeout=_float(env, "IMGMOD_BROKER_TIMEOUT"),
         oss_endpoint=env.get("IMGMOD_OSS_ENDPOINT", "").strip().rstrip("/"),
+        upload_concurrency=_int(env, "IMGMOD_UPLOAD_CONCURRENCY"),
     )
 
 

@@ -32,6 +32,7 @@ from worker.errors import ModerationError, Throttled
 from worker.limits import LimiterUnavailable
 from worker.retry import Retry, backend_wait, countdown, decide_error, look_again_after
 from worker.runtime import Runtime, current_runtime, new_owner, process_runtime
+from worker.uploads import LocalFileProblem
 
 log = logging.getLogger("imgmod.task")
 
@@ -150,10 +151,16 @@ def _moderate_claimed(self: Task, rt: Runtime, item: store.ClaimedItem, owner: s
         if not ours:
             log.info("item %s was taken over while waiting for a permit: not calling", item.id)
             return "skipped"
+    try:  # a local file: checked and uploaded now (worker.uploads), then sent as OSS triple
+        ref = rt.uploads.prepare(item.ref) if item.ref.local_path and rt.uploads else item.ref
+    except LocalFileProblem as problem:
+        return _fail_now(rt, item, owner, problem.code, problem.message)
+    except ModerationError as err:
+        return _handle_error(self, rt, item, owner, err)
     started = time.monotonic()
     try:
         with rt.metrics.in_flight():
-            response = rt.client.moderate(item.service, item.ref, item.info_type)
+            response = rt.client.moderate(item.service, ref, item.info_type)
     except ModerationError as err:
         rt.metrics.observe_call(err.code, time.monotonic() - started)
         return _handle_error(self, rt, item, owner, err)
@@ -200,6 +207,17 @@ def _handle_error(
         deadline,
     )
     _log_outcome(item, code, err.request_id, f"failed: {err.message}")
+    return "failed"
+
+
+def _fail_now(rt: Runtime, item: store.ClaimedItem, owner: str, code: str, message: str) -> str:
+    """Fail the row for good, without a call (a local file gone or changed since enqueue)."""
+    with_db_retries(
+        "record_failure",
+        lambda: store.record_failure(rt.engine, item.id, owner, code, message, message),
+        time.monotonic() + 3600,
+    )
+    _log_outcome(item, code, None, f"failed: {message}")
     return "failed"
 
 

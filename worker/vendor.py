@@ -10,6 +10,7 @@ with :class:`InvalidParameter`, the error every broken vendor rule raises.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -187,3 +188,40 @@ def validate_service(value: str) -> str:
             f"{_suggest(service, SERVICES)}; use {' or '.join(SERVICES)}",
         )
     return service
+
+
+# A retry code in IMGMOD_RETRY_PER_CODE: "403", "transport", "InvalidAction.NotFound"...
+_CODE_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def parse_per_code(spec: str) -> dict[str, int]:
+    """``"403=20,405=3"`` -> ``{"403": 20, "405": 3}``; blanks around parts are ignored.
+
+    Raises ValueError naming the offending part and the expected form.
+    """
+    result: dict[str, int] = {}
+    for raw in spec.split(","):
+        part = raw.strip()
+        if not part:
+            continue
+        code, sep, count = (s.strip() for s in part.partition("="))
+        if not sep:
+            raise ValueError(
+                f"retry spec part {part!r} has no '=': write CODE=ATTEMPTS, e.g. 403=20"
+            )
+        if not _CODE_KEY.fullmatch(code):
+            raise ValueError(
+                f"retry spec part {part!r}: {code!r} is not a retry code (e.g. 403, transport)"
+            )
+        try:
+            attempts = int(count)
+        except ValueError:
+            raise ValueError(
+                f"retry spec part {part!r}: {count!r} is not a whole number of attempts"
+            ) from None
+        if attempts < 1:
+            raise ValueError(f"retry spec part {part!r}: attempts must be at least 1")
+        if code in result:
+            raise ValueError(f"retry spec part {part!r}: code {code} is given twice")
+        result[code] = attempts
+    return result

@@ -290,3 +290,69 @@ def test_an_endpoint_that_redirects_fails_the_check_and_the_redirect_is_not_foll
     assert not check.ok and "redirect" in check.detail
     assert "IMGMOD_ENDPOINT" in check.fix
     assert emulator.stats()["calls"] == 0  # the emulator behind the Location saw nothing
+
+
+# ---------------------------------------------------------------- doctor --oss
+
+OSS_REGION = "cn-hangzhou"
+
+
+@pytest.fixture
+def oss_env(tmp_path: Any, sqlite_url: str, redis_url: str) -> Iterator[dict[str, str]]:
+    """The emulator serving OSS: bucket ``photos`` listable, bucket ``secret`` denied."""
+    root = tmp_path / "oss"
+    for bucket in ("photos", "secret"):
+        (root / OSS_REGION / bucket / "in").mkdir(parents=True)
+        (root / OSS_REGION / bucket / "in" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    with running_emulator(oss_root=root, oss_region=OSS_REGION, oss_deny_list=("secret",)) as emu:
+        store.upgrade(sqlite_url)
+        yield {
+            "IMGMOD_DATABASE_URL": sqlite_url,
+            "IMGMOD_BROKER_URL": redis_url,
+            "IMGMOD_ENDPOINT": emu.url,
+            "IMGMOD_OSS_ENDPOINT": emu.oss_url,
+            "ALIBABA_CLOUD_ACCESS_KEY_ID": TEST_ACCESS_KEY_ID,
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": TEST_ACCESS_KEY_SECRET,
+        }
+        assert emu.stats()["billed"] == 0
+
+
+def test_doctor_oss_passes_for_a_listable_prefix_and_notes_the_service_grant(
+    oss_env: dict[str, str],
+) -> None:
+    done = run_imgmod(
+        oss_env, "doctor", "--oss", "oss://photos/in/", "--oss-region", OSS_REGION, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    oss_line = next(line for line in done.stdout.splitlines() if " oss: " in line)
+    assert "oss://photos/in/" in oss_line and "listing allowed" in oss_line
+    assert "note: the Content Moderation service" in done.stdout
+    assert "AliyunCIPScanOSSRole" in done.stdout and "photos" in done.stdout
+
+
+def test_doctor_oss_names_the_bucket_and_the_permission_when_listing_is_denied(
+    oss_env: dict[str, str],
+) -> None:
+    done = run_imgmod(
+        oss_env, "doctor", "--oss", "oss://secret/", "--oss-region", OSS_REGION, timeout=60
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    failed = [line for line in done.stdout.splitlines() if line.startswith(("✗", "FAIL"))]
+    assert len(failed) == 1, done.stdout
+    assert "oss://secret" in failed[0] and "oss:ListObjects" in failed[0]
+    assert "'secret'" in failed[0]
+    assert "AliyunCIPScanOSSRole" in done.stdout  # the note stands on a failure too
+    assert TEST_ACCESS_KEY_SECRET not in done.stdout + done.stderr
+
+
+def test_doctor_without_oss_lists_nothing(oss_env: dict[str, str]) -> None:
+    checks = run_checks(oss_env)
+    assert "oss" not in [c.name for c in checks]
+
+
+def test_doctor_oss_refuses_a_malformed_prefix_in_one_line(oss_env: dict[str, str]) -> None:
+    from worker.doctor_oss import run_oss_checks
+
+    [check] = run_oss_checks(["oss://No_Such/"], OSS_REGION, oss_env)
+    assert not check.ok and "oss://No_Such/" in check.detail and "bucket" in check.detail

@@ -48,6 +48,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "worker.limits",
             "worker.limits_lua",
             "worker.client",
+            "worker.upload_token",  # DescribeUploadToken through the client
+            "worker.uploads",  # local files: checked, uploaded with a cached token
             "worker.deadline",  # the client's wall-clock watchdog
             "worker.retry",
             # The task counts every call into it, so it sits below the task (its scrape-time
@@ -72,6 +74,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "worker.watch",
             "worker.reports",
             "worker.doctor",
+            "worker.doctor_oss",  # doctor --oss: one listing page, the service-read note
             "worker.processes",
             "worker.demo",
         ),

@@ -43,14 +43,27 @@ def db_current(env: CommandEnv) -> None:
 
 
 @click.command()
-def doctor() -> None:
+@click.option(
+    "--oss",
+    "oss_prefixes",
+    multiple=True,
+    metavar="oss://BUCKET/PREFIX",
+    help="Also check these credentials may list this OSS prefix (repeatable).",
+)
+@click.option("--oss-region", default=None, help="The buckets' region (default IMGMOD_REGION).")
+def doctor(oss_prefixes: tuple[str, ...], oss_region: str | None) -> None:
     """Check settings, credentials, database, broker, limiter and endpoint; nothing is billed.
 
-    Exit 0 when every check passes, 1 otherwise (each failure says how to fix it).
+    With --oss, also list one key of each OSS prefix (oss:ListObjects). Exit 0 when every
+    check passes, 1 otherwise (each failure says how to fix it).
     """
     from worker.doctor import all_ok, render, run_checks
 
     checks = run_checks()  # reads the settings itself: a bad one is a finding, not an error
+    if oss_prefixes:
+        from worker.doctor_oss import run_oss_checks
+
+        checks += run_oss_checks(oss_prefixes, oss_region)
     encoding = (sys.stdout.encoding or "").lower().replace("-", "")
     click.echo(render(checks, unicode=encoding == "utf8"))
     sys.exit(0 if all_ok(checks) else 1)

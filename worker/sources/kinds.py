@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from worker.sources import files, oss_prefix, stdin
+from worker.sources import files, folder, oss_prefix, stdin
 from worker.sources.records import Defaults, Record
 
 
@@ -38,6 +38,8 @@ KINDS: tuple[SourceKind, ...] = (
         oss_prefix.read_prefix,
         paged=True,
     ),
+    # Folders and image files; reference files (.txt, .csv, .jsonl) fall through to "file".
+    SourceKind("folder", folder.claims_folder, folder.check_folder, folder.read_folder),
     SourceKind("file", files.claims_file, files.check_file, files.read_file),
 )
 

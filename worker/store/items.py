@@ -46,6 +46,8 @@ class NewItem:
     last_modified: datetime | None = None
     identity: str | None = None  # worker.identity: the image, for reuse of its answer
     content_key: str | None = None
+    local_path: str | None = None  # a local file: uploaded at call time (worker.uploads)
+    sha256: str | None = None
 
 
 def rejected_ref_key(source: str, line: int, identity: str = "") -> str:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Dialect
 
 STATES = ("pending", "queued", "running", "done", "failed", "rejected")
 OPEN_STATES = ("pending", "queued", "running")
-KINDS = ("url", "oss", "invalid")
+KINDS = ("url", "oss", "file", "invalid")
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -110,6 +110,9 @@ items = sa.Table(
     sa.Column("identity", sa.String(255), index=True),
     sa.Column("content_key", sa.String(100), index=True),
     sa.Column("reused_from", sa.BigInteger(), sa.ForeignKey("items.id")),
+    # A local file (migration 0004): uploaded at call time, checked against its enqueue SHA-256.
+    sa.Column("local_path", sa.Text()),
+    sa.Column("sha256", sa.String(64)),
     sa.UniqueConstraint("job_id", "ref_key"),
     sa.Index(None, "job_id", "state"),
     sa.Index(None, "state", "lease_expires_at"),
