@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import groupby, islice
+from itertools import chain, groupby, islice
 from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
@@ -22,8 +22,8 @@ from sqlalchemy.engine import Engine
 from worker import store
 from worker.identity import keys_of
 from worker.oss import MAX_KEYS, Page, list_page
-from worker.sources import Accepted, Rejected, read_inputs
-from worker.sources.folder import LocalImage
+from worker.sources import Accepted, Rejected, check_input, read_inputs
+from worker.sources.folder import LocalImage, folder_records
 from worker.sources.kinds import kind_of
 from worker.sources.oss_prefix import (
     Filters,
@@ -232,17 +232,17 @@ def enqueue_inputs(
     on_batch: Callable[[EnqueueSummary], None] | None = None,
     listing: Listing | None = None,
     reuse: store.ReuseScope | None = None,
+    folder_filters: Filters | None = None,
 ) -> Enqueued:
     """Read ``inputs`` into ``job`` and top the window up as rows land (see
     :func:`enqueue_records`); rows without a referer of their own get ``referer`` or the
-    job's. An OSS prefix is listed page by page (:func:`enqueue_prefix`, with ``listing``)."""
+    job's. An OSS prefix is listed page by page (:func:`enqueue_prefix`, with ``listing``);
+    a local folder is walked with ``folder_filters`` (``--include``/``--exclude``) when given."""
     summary = EnqueueSummary()
     defaults = Defaults(oss_region, referer or job.referer)
     for paged, group in groupby(inputs, key=lambda path: kind_of(path).paged):
         if not paged:
-            records = read_inputs(
-                list(group), oss_region=defaults.oss_region, referer=defaults.referer, stdin=stdin
-            )
+            records = _read_plain(list(group), defaults, stdin, folder_filters)
             enqueue_records(
                 engine, job, records, top_up, on_batch=on_batch, summary=summary, reuse=reuse
             )
@@ -254,6 +254,28 @@ def enqueue_inputs(
                 engine, job, path, top_up, listing, defaults, summary, on_batch, reuse=reuse
             )
     return Enqueued(summary, store.state_counts(engine, job.id)["pending"])
+
+
+def _read_plain(
+    paths: list[str], defaults: Defaults, stdin: IO[bytes] | None, folder_filters: Filters | None
+) -> Iterable[Accepted | Rejected]:
+    """The records of inputs that are not listed page by page; folders under
+    ``folder_filters`` when given. Every path is checked before any is read."""
+
+    def read(path: str) -> Iterable[Accepted | Rejected]:
+        if folder_filters is not None and kind_of(path).name == "folder":
+            return folder_records(path, defaults, folder_filters)
+        return read_inputs(
+            [path], oss_region=defaults.oss_region, referer=defaults.referer, stdin=stdin
+        )
+
+    if folder_filters is None:
+        return read_inputs(
+            paths, oss_region=defaults.oss_region, referer=defaults.referer, stdin=stdin
+        )
+    for path in paths:
+        check_input(path)
+    return chain.from_iterable(read(path) for path in paths)
 
 
 @dataclass(frozen=True)

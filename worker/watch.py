@@ -5,7 +5,9 @@
 pipeline's own:
 
 * it tops up the broker's publishing window every second, as every worker does
-  (:class:`worker.window.RefillLoop`), so a job flows even while no worker is up to refill;
+  (:class:`worker.window.RefillLoop`), so a job flows even while no worker is up to refill,
+  and with it settles the waiters (:func:`worker.store.settle_waiters`): copies of an image
+  whose original has been answered are done, those of one that failed are released;
 * it repairs a stall: when no row closed and no attempt started for ``stall_seconds``, the open
   rows are put back in line (:func:`worker.producer.requeue_open`): the broker lost their
   messages (a Redis restart without persistence, a refiller killed between take and publish).

@@ -12,7 +12,9 @@ window holds however many run at once:
 
 * ``imgmod enqueue`` after each batch it records (the first results arrive while it reads);
 * every worker process, from a thread started on Celery's ``worker_ready`` signal, every second
-  (:func:`connect_worker_signals`): a job keeps flowing after its producer has exited;
+  (:func:`connect_worker_signals`): a job keeps flowing after its producer has exited. Each
+  tick first settles the waiters (:func:`worker.store.settle_waiters`), so a released one is
+  taken in the same tick;
 * ``imgmod run``/``wait`` while following a job, ``imgmod resume``, and ``imgmod retry``: the
   failed rows go back to ``pending`` and only what fits is published (:mod:`worker.producer`).
 
@@ -150,6 +152,7 @@ class RefillLoop:
         if now < self._due:
             return 0
         try:
+            store.settle_waiters(self.refiller.engine)  # released waiters are taken right away
             published = self.refiller.top_up()
         except Exception as exc:  # noqa: BLE001 - a refill must never kill its host loop
             self._due = time.monotonic() + self.retry_after

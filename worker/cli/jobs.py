@@ -55,10 +55,13 @@ _input_options = [
     click.option(
         "--include",
         multiple=True,
-        help="OSS prefixes: keep only keys matching this glob (repeatable; replaces the default "
-        "of image extensions). A glob without / matches the key's last segment.",
+        help="OSS prefixes and folders: keep only keys (paths relative to the folder) matching "
+        "this glob (repeatable; replaces the default of image extensions). A glob without / "
+        "matches the last segment.",
     ),
-    click.option("--exclude", multiple=True, help="OSS prefixes: skip keys matching this glob."),
+    click.option(
+        "--exclude", multiple=True, help="OSS prefixes and folders: skip keys matching this glob."
+    ),
     click.option(
         "--modified-since",
         default=None,
@@ -115,7 +118,7 @@ def _enqueue(
 ) -> tuple[Engine, Celery, store.Job]:
     """Check inputs, database and broker (in that order: nothing is written when one fails),
     open the job and enqueue the inputs into it."""
-    from worker.cli.listing import listing_for, oss_errors
+    from worker.cli.listing import folder_filters_for, listing_for, oss_errors
     from worker.producer import eager_top_up, enqueue_inputs, open_job, reuse_scope
     from worker.vendor import InvalidParameter
 
@@ -148,6 +151,9 @@ def _enqueue(
             ),
             listing=listing,
             reuse=reuse_scope(job, rescan=rescan, reuse_urls=reuse_urls),
+            folder_filters=folder_filters_for(
+                inputs, listing_args["include"], listing_args["exclude"]
+            ),
         )
     summary = done.summary
     click.echo(

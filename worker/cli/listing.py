@@ -1,4 +1,5 @@
-"""The OSS-prefix options of ``run``/``enqueue``: filters parsed, a client factory, errors.
+"""The OSS-prefix options of ``run``/``enqueue``: filters parsed (``--include``/``--exclude``
+also for folders), a client factory, errors.
 
 Parsing only: the listing itself is :func:`worker.producer.enqueue_prefix`. Nothing here is
 built unless an input is an ``oss://`` prefix, so file jobs need no OSS credentials.
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
     from worker.producer import Listing
     from worker.settings import Settings
+    from worker.sources.oss_prefix import Filters
 
 
 def parse_moment(text: str, option: str = "--modified-since") -> datetime:
@@ -52,10 +54,15 @@ def listing_for(
     from worker.sources.oss_prefix import Filters
 
     if not any(kind_of(path).paged for path in inputs):
-        if include or exclude or modified_since or since_job:
+        if modified_since or since_job:
             raise CliError(
-                "--include, --exclude, --modified-since and --since-job apply to OSS prefixes "
-                "(oss://BUCKET/PREFIX); no input is one"
+                "--modified-since and --since-job apply to OSS prefixes (oss://BUCKET/PREFIX); "
+                "no input is one"
+            )
+        if (include or exclude) and folder_filters_for(inputs, include, exclude) is None:
+            raise CliError(
+                "--include and --exclude apply to OSS prefixes (oss://BUCKET/PREFIX) and "
+                "folders; no input is one"
             )
         return None
     if modified_since and since_job:
@@ -68,6 +75,19 @@ def listing_for(
         region=oss_region or settings.region,
         filters=Filters(tuple(include), tuple(exclude), since),
     )
+
+
+def folder_filters_for(
+    inputs: Sequence[str], include: tuple[str, ...], exclude: tuple[str, ...]
+) -> Filters | None:
+    """The ``--include``/``--exclude`` globs for the folders among ``inputs``, matched against
+    a file's path relative to its folder (None: no globs given, or no input is a folder)."""
+    from worker.sources.kinds import kind_of
+    from worker.sources.oss_prefix import Filters
+
+    if not (include or exclude) or not any(kind_of(p).name == "folder" for p in inputs):
+        return None
+    return Filters(tuple(include), tuple(exclude))
 
 
 def _client(settings: Settings, region: str) -> Any:

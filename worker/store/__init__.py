@@ -16,6 +16,7 @@ One module per job: :mod:`~worker.store.schema` (tables and states), :mod:`~work
 :mod:`~worker.store.jobs`, :mod:`~worker.store.items` (the producer's side of a row),
 :mod:`~worker.store.leases` (the worker's side), :mod:`~worker.store.answers` (billed answers,
 in SQL and parked in Redis), :mod:`~worker.store.reuse` (answers reused across jobs),
+:mod:`~worker.store.waiters` (copies of an image in flight, settled when it is answered),
 :mod:`~worker.store.listings` (where an OSS listing stands) and :mod:`~worker.store.queries`
 (reads for reports and status).
 This package re-exports their public names, so ``from worker import store;
@@ -85,6 +86,7 @@ from worker.store.schema import (
     result_labels,
     results,
 )
+from worker.store.waiters import Settled, settle_waiters
 
 __all__ = [
     "KINDS",
@@ -100,6 +102,7 @@ __all__ = [
     "NewItem",
     "ReuseScope",
     "SchemaError",
+    "Settled",
     "UTCDateTime",
     "add_counts",
     "attempts_made",
@@ -140,6 +143,7 @@ __all__ = [
     "results",
     "return_to_pending",
     "save_listing",
+    "settle_waiters",
     "state_counts",
     "storable",
     "take_pending",

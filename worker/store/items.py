@@ -142,7 +142,11 @@ def take_pending(engine: Engine, job_id: int, limit: int) -> list[int]:
     moment = now()
     chosen = items.alias("chosen")
     with write(engine) as conn:
-        pick = sa.select(chosen.c.id).where(chosen.c.job_id == job_id, chosen.c.state == "pending")
+        pick = sa.select(chosen.c.id).where(
+            chosen.c.job_id == job_id,
+            chosen.c.state == "pending",
+            chosen.c.waits_for.is_(None),  # a waiter (worker.store.waiters) is never taken
+        )
         taken: list[sa.ColumnElement[bool]] = [
             items.c.id.in_(pick.order_by(chosen.c.id).limit(limit).scalar_subquery())
         ]

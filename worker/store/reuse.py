@@ -14,6 +14,11 @@ rows unchanged, and deleting or re-running the original job later cannot take th
 The cost is a few hundred bytes per reused row; the one thing that tells a copy apart is
 ``items.reused_from`` (exports show ``reused``, the report counts them and does not bill them).
 
+Two copies of one image in flight (byte-identical files in one folder, one job's object
+copied under another name, two jobs over one archive at once) have no stored answer yet when
+they are inserted: :func:`link_waiters` makes the later row a *waiter* of the earlier open one
+(``waits_for``), and :mod:`worker.store.waiters` settles it once that one is answered or fails.
+
 Each batch costs a fixed handful of statements whatever its size: one ``UPDATE`` whose
 correlated subqueries probe the ``identity`` and ``content_key`` indexes, two ``INSERT ...
 SELECT`` and one ``UPDATE``; never a query per row from Python.
@@ -29,7 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from worker.store.engine import write
 from worker.store.items import NewItem, insert_rows
-from worker.store.schema import items, jobs, result_labels, results
+from worker.store.schema import OPEN_STATES, items, jobs, result_labels, results
 from worker.store.sql import chunks, now
 
 BILLED_CODE = "200"  # only Code-200 answers are billed, and only they are worth reusing
@@ -64,6 +69,8 @@ def insert_reusing(
     with write(engine) as conn:
         ids = insert_rows(conn, job_id, rows)
         reused = link_reused(conn, ids, scope) if scope is not None else 0
+        if scope is not None:
+            link_waiters(conn, ids, scope)
     return Inserted(ids, reused)
 
 
@@ -119,12 +126,70 @@ def link_reused(conn: Connection, ids: Sequence[int], scope: ReuseScope) -> int:
         )
         if not found.rowcount:
             continue
-        linked += _copy_answers(conn, chunk, scope.service)
+        linked += copy_answers(conn, chunk, scope.service)
     return linked
 
 
-def _copy_answers(conn: Connection, chunk: list[int], service: str) -> int:
-    """Copy the linked rows' answers (results, then labels in their order) and mark them done."""
+def _open_original(column: str, scope: ReuseScope) -> sa.ScalarSelect[int]:
+    """The earliest row before the updated one with the same ``column``, still open, not a
+    waiter itself, for the same service and ``infoType`` (any job), or NULL. Earlier only: a
+    waiter always points to a smaller id, so waiting never forms a cycle."""
+    earlier = items.alias("earlier")
+    return (
+        sa.select(sa.func.min(earlier.c.id))
+        .select_from(earlier.join(jobs, jobs.c.id == sa.func.coalesce(earlier.c.job_id, 0)))
+        .where(
+            earlier.c[column] == items.c[column],
+            earlier.c.id < items.c.id,
+            earlier.c.state.in_(OPEN_STATES),
+            earlier.c.waits_for.is_(None),
+            jobs.c.service == scope.service,
+            jobs.c.info_type == scope.info_type,
+        )
+        .correlate(items)
+        .scalar_subquery()
+    )
+
+
+def link_waiters(conn: Connection, ids: Sequence[int], scope: ReuseScope) -> int:
+    """Make each of the new ``pending`` rows ``ids`` that no stored answer served, but whose
+    image an earlier open row (this batch's, this job's or a concurrent job's) is about to be
+    billed for, a *waiter* of that row: it stays ``pending`` with ``waits_for`` set, the window
+    never takes it, and :func:`worker.store.waiters.settle_waiters` later gives it the answer
+    (or releases it). Runs after :func:`link_reused`, in the caller's transaction; returns how
+    many rows wait. Content key first: it matches copies under other names and buckets."""
+    waiting = 0
+    for chunk in chunks(ids):
+        candidates = [
+            items.c.id.in_(chunk),
+            items.c.state == "pending",
+            items.c.reused_from.is_(None),
+            sa.or_(items.c.identity.is_not(None), items.c.content_key.is_not(None)),
+        ]
+        if not scope.urls:
+            candidates.append(items.c.kind != "url")
+        conn.execute(
+            sa.update(items)
+            .where(*candidates)
+            .values(
+                waits_for=sa.func.coalesce(
+                    _open_original("content_key", scope), _open_original("identity", scope)
+                )
+            )
+        )
+        waiting += int(
+            conn.execute(
+                sa.select(sa.func.count()).where(
+                    items.c.id.in_(chunk), items.c.waits_for.is_not(None)
+                )
+            ).scalar_one()
+        )
+    return waiting
+
+
+def copy_answers(conn: Connection, chunk: list[int], service: str) -> int:
+    """Copy the answers of the ``pending`` rows among ``chunk`` linked by ``reused_from``
+    (results, then labels in their order) and mark them done; returns how many."""
     new = items.alias("new")
     linked = [new.c.id.in_(chunk), new.c.state == "pending", new.c.reused_from.is_not(None)]
     columns = ("service", "request_id", "code", "msg", "data_id", "risk_level", "ext", "raw")

@@ -113,6 +113,9 @@ items = sa.Table(
     # A local file (migration 0004): uploaded at call time, checked against its enqueue SHA-256.
     sa.Column("local_path", sa.Text()),
     sa.Column("sha256", sa.String(64)),
+    # A waiter (migration 0005, worker.store.waiters): the open row with the same image whose
+    # answer this pending row waits for; the window never takes it while set.
+    sa.Column("waits_for", sa.BigInteger(), sa.ForeignKey("items.id"), index=True),
     sa.UniqueConstraint("job_id", "ref_key"),
     sa.Index(None, "job_id", "state"),
     sa.Index(None, "state", "lease_expires_at"),
