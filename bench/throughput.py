@@ -27,6 +27,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from broker_memory import cpu_probe
 from stack import (
     cpu_seconds,
     fresh_database,
@@ -209,7 +210,8 @@ def main() -> None:
     print(
         f"throughput: n={args.n} qps={args.qps:g} latency={args.latency_ms:g}+0..{args.jitter_ms:g}"
         f" ms, {args.workers} worker(s) x {args.concurrency} threads, limiter at "
-        f"{args.margin:g} x cap, log level {args.loglevel}; load average {loadavg()}",
+        f"{args.margin:g} x cap, log level {args.loglevel}; load average {loadavg()}; "
+        f"CPU probe {cpu_probe():.0f} ms",
         flush=True,
     )
     with (

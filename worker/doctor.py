@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from worker.limits import QPS_MARGIN
 from worker.settings import (
+    OBSOLETE,
     ConfigError,
     Credentials,
     Settings,
@@ -116,6 +117,8 @@ def settings_warnings(settings: Settings) -> tuple[str, ...]:
             "request and any STS token cross the network in clear text; use https:// unless "
             "this is a private test network"
         )
+    for name in settings.obsolete:
+        warnings.append(f"{name} is set but no longer read: {OBSOLETE[name]}; unset it")
     if settings.call_deadline > settings.lease_seconds / 2:
         warnings.append(
             f"IMGMOD_CALL_DEADLINE ({settings.call_deadline:g} s) is not well under "

@@ -73,6 +73,14 @@ DEFAULTS: dict[str, str] = {
 _PASSWORD_PARAM = re.compile(r"(?i)((?:^|[?&;])password=)[^&;#]*")
 
 
+# Variables an earlier imgmod read and this one ignores, with what replaced them: doctor names
+# them when they are still set, so an operator's tuning does not vanish silently.
+OBSOLETE: dict[str, str] = {
+    "IMGMOD_POOL_SIZE": "the HTTP pool now follows the worker's threads (-c / "
+    "IMGMOD_WORKER_CONCURRENCY)",
+}
+
+
 class ConfigError(ValueError):
     """A setting is missing or invalid; the message names the variable and the fix."""
 
@@ -119,6 +127,7 @@ class Settings:
     allow_http: bool = False  # a plain http:// endpoint off loopback was explicitly accepted
     oss_endpoint: str = ""  # IMGMOD_OSS_ENDPOINT, checked by worker.oss when a client is built
     upload_concurrency: int = 16  # local files uploaded at once per worker process
+    obsolete: tuple[str, ...] = ()  # variables still set that imgmod no longer reads (doctor)
 
     def __repr__(self) -> str:
         """Every field, with the passwords of the database, broker and limiter URLs masked:
@@ -288,6 +297,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if log_format not in ("text", "json"):
         raise ConfigError(f"IMGMOD_LOG_FORMAT={log_format!r}: use text or json")
     return Settings(
+        obsolete=tuple(name for name in OBSOLETE if name in env),
         database_url=normalize_database_url(
             env.get("IMGMOD_DATABASE_URL", DEFAULTS["IMGMOD_DATABASE_URL"])
         ),

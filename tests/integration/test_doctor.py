@@ -259,6 +259,14 @@ def test_a_call_deadline_not_well_under_the_lease_gets_a_warning() -> None:
     assert check.warnings == ()
 
 
+def test_a_variable_imgmod_no_longer_reads_is_named_not_silently_ignored() -> None:
+    check, settings = check_settings({"IMGMOD_POOL_SIZE": "256"})
+    assert check.ok and settings is not None and settings.obsolete == ("IMGMOD_POOL_SIZE",)
+    assert any("IMGMOD_POOL_SIZE is set but no longer read" in w for w in check.warnings)
+    check, _ = check_settings({})
+    assert not any("no longer read" in w for w in check.warnings)
+
+
 def test_an_endpoint_that_redirects_fails_the_check_and_the_redirect_is_not_followed(
     env: dict[str, str], emulator: Any
 ) -> None:
