@@ -172,3 +172,92 @@ result_labels = sa.Table(
     sa.Index(None, "label", "confidence"),
     sa.Index(None, "job_id", "label", "confidence"),
 )
+
+# Governance (migration 0006): decisions and the events log are append-only; imgmod never
+# updates or deletes their rows. The latest decision per item (highest id) is its current one.
+DECISIONS = ("block", "review", "pass", "unscanned")
+
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("item_id", sa.BigInteger(), sa.ForeignKey("items.id"), nullable=False),
+    sa.Column("job_id", sa.BigInteger(), sa.ForeignKey("jobs.id"), nullable=False),
+    sa.Column("decision", sa.String(16), nullable=False),
+    sa.Column("priority", sa.Integer()),
+    sa.Column("rule", sa.String(200)),
+    sa.Column("policy_name", sa.String(200)),
+    sa.Column("policy_version", sa.String(64)),
+    sa.Column("policy_hash", sa.String(64)),
+    sa.Column("source", sa.String(16), nullable=False),  # policy | review
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text()),
+    sa.Column("decided_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_decisions_item_id_id", "item_id", "id"),
+    sa.Index("ix_decisions_job_id_decision", "job_id", "decision"),
+    sa.Index("ix_decisions_job_id_policy_version", "job_id", "policy_name", "policy_version"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),  # decision|review|undo|action|restore|webhook
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("job_id", sa.BigInteger(), sa.ForeignKey("jobs.id")),
+    sa.Column("item_id", sa.BigInteger(), sa.ForeignKey("items.id")),
+    sa.Column("what", sa.String(64), nullable=False),
+    sa.Column("why", sa.Text()),
+    sa.Column("policy_name", sa.String(200)),
+    sa.Column("policy_version", sa.String(64)),
+    sa.Column("before", Json),
+    sa.Column("after", Json),
+    sa.Column("detail", Json),
+    sa.Index("ix_events_item_id_id", "item_id", "id"),
+    sa.Index("ix_events_job_id_kind", "job_id", "kind"),
+)
+
+object_actions = sa.Table(
+    "object_actions",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("item_id", sa.BigInteger(), sa.ForeignKey("items.id"), nullable=False),
+    sa.Column("job_id", sa.BigInteger(), sa.ForeignKey("jobs.id"), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # freeze | move
+    sa.Column("state", sa.String(16), nullable=False),  # applied | restored
+    sa.Column("bucket", sa.String(64), nullable=False),
+    sa.Column("original_key", sa.Text(), nullable=False),
+    sa.Column("current_key", sa.Text(), nullable=False),
+    sa.Column("acl_before", sa.String(32)),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("item_id", "action", name="uq_object_actions_item_id_action"),
+    sa.Index("ix_object_actions_job_id_state", "job_id", "state"),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("item_id", sa.BigInteger(), sa.ForeignKey("items.id"), nullable=False),
+    sa.Column("job_id", sa.BigInteger(), sa.ForeignKey("jobs.id"), nullable=False),
+    sa.Column("url", sa.Text(), nullable=False),
+    sa.Column("decision_id", sa.BigInteger(), sa.ForeignKey("decisions.id")),
+    sa.Column("state", sa.String(16), nullable=False),  # delivered | failed
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("last_status", sa.Integer()),
+    sa.Column("last_error", sa.Text()),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("item_id", "url", "decision_id", name="uq_webhook_deliveries_item_id"),
+)
+
+# Which reviewer holds which item on the review page, until when (like the workers' leases).
+review_leases = sa.Table(
+    "review_leases",
+    metadata,
+    sa.Column("item_id", sa.BigInteger(), sa.ForeignKey("items.id"), primary_key=True),
+    sa.Column("job_id", sa.BigInteger(), sa.ForeignKey("jobs.id"), nullable=False),
+    sa.Column("reviewer", sa.String(200), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_review_leases_reviewer", "reviewer"),
+)
