@@ -28,6 +28,7 @@ from pathlib import Path
 
 import redis
 import sqlalchemy as sa
+from broker_memory import cpu_probe
 from stack import fresh_database, loadavg, pipeline_env
 
 from worker import store
@@ -52,8 +53,9 @@ def first_result_at(url: str) -> float | None:
     return first.timestamp() if first else None
 
 
-def run_enqueue(env: dict[str, str], source: Path) -> tuple[float, float, str, float]:
-    """(wall seconds, peak RSS MiB, output, epoch start) of one ``imgmod enqueue``."""
+def run_enqueue(env: dict[str, str], source: Path) -> tuple[float, float, str, float, float]:
+    """(wall seconds, peak RSS MiB, output, epoch start, CPU seconds) of one ``imgmod
+    enqueue``."""
     started_epoch, started = time.time(), time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "worker.cli", "enqueue", str(source), "--job", "bench"],
@@ -69,7 +71,8 @@ def run_enqueue(env: dict[str, str], source: Path) -> tuple[float, float, str, f
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"imgmod enqueue failed:\n{output.decode()[-3000:]}")
-    return wall, usage.ru_maxrss / 1024, output.decode(), started_epoch
+    cpu = usage.ru_utime + usage.ru_stime
+    return wall, usage.ru_maxrss / 1024, output.decode(), started_epoch, cpu
 
 
 def bench_db(db: str, args: argparse.Namespace, source: Path, tmp: Path) -> None:
@@ -83,7 +86,7 @@ def bench_db(db: str, args: argparse.Namespace, source: Path, tmp: Path) -> None
             env, tmp / f"{db}-worker.log", concurrency=128, hostname=f"enq-{uuid.uuid4().hex[:6]}"
         )
         try:
-            wall, rss, output, started = run_enqueue(env, source)
+            wall, rss, output, started, usage_cpu = run_enqueue(env, source)
             first = first_result_at(url)
         finally:
             worker.terminate(timeout=60)
@@ -97,7 +100,9 @@ def bench_db(db: str, args: argparse.Namespace, source: Path, tmp: Path) -> None
         first_text = f"{first - started:10.2f} s" if first else "      none"
         print(f"  start of enqueue -> first done  {first_text}")
         print(f"  broker after: {queued:,} messages, {memory:,.0f} MiB used by Redis")
-        print(f"  load average {loadavg()}", flush=True)
+        cpu = usage_cpu
+        print(f"  CPU of imgmod enqueue           {1e6 * cpu / args.lines:10.1f} us/reference")
+        print(f"  cpu probe {cpu_probe():.0f} ms, load average {loadavg()}", flush=True)
 
 
 def profile_producer(db: str, lines: int, tmp: Path) -> None:

@@ -1,35 +1,47 @@
 """Does a whole job run at the account's QPS cap, and what does each image cost the worker?
 
     .venv/bin/python bench/throughput.py [--n 5000] [--qps 100] [--latency-ms 300]
-        [--jitter-ms 100] [--db sqlite|postgresql|both] [--workers 1] [--concurrency 128]
-        [--margin 0.98] [--loglevel INFO]
+        [--jitter-ms 100] [--db sqlite|postgresql|both] [--workers 1] [--processes 0]
+        [--concurrency N] [--celery] [--margin 1.0] [--loglevel INFO] [--bare 400]
 
 Everything is real except the API: the emulator (cap ``--qps``, latency + uniform jitter) and
-the sample image server, a private ``redis-server`` (broker and limiter), ``--workers`` Celery
-worker processes, a fresh SQLite file or PostgreSQL database, and ``imgmod enqueue`` over a
-file of N distinct image URLs. The workers are started first; the clock runs from the first
-row inserted to the last result stored.
+the sample image server, a private ``redis-server`` (broker and limiter), ``--workers``
+worker groups (each one ``imgmod worker``, as a user starts it: ``--processes`` processes, 0 =
+its default of one per core, ``--concurrency`` threads split over them, default
+IMGMOD_WORKER_CONCURRENCY; two groups stand for two hosts sharing one Redis and one database),
+a fresh SQLite file or PostgreSQL database, and ``imgmod enqueue`` over a file of N distinct
+image URLs. ``--celery`` starts plain ``celery -A worker worker`` processes instead (each
+``--concurrency`` threads, 128 if unset). The workers are started first; the clock runs from
+the first row inserted to the last result stored.
 
 Prints wall time, images/s, the ratio to the cap (ideal N/Q seconds over actual), throttled
-(403) calls, billed calls per distinct image, worker CPU ms per image (utime+stime from /proc)
-and peak RSS per worker (VmHWM). ``--margin`` sets the share of the cap the workers' limiter
-runs at (the code's QPS_MARGIN is 0.98) by scaling IMGMOD_QPS, to show what the margin costs.
+(403) calls, billed calls per distinct image, worker CPU ms per image (utime+stime from /proc,
+every process of every group) and peak RSS per worker process (VmHWM), and, measured in the
+same run, the CPU of a bare signed API call (``--bare`` calls of imgmod's client from a
+thread pool in this process, paced under the cap: no queue, no database) and the ratio of the
+two. ``--margin`` scales IMGMOD_QPS (1.0: the limiter's learned margin alone).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
 from broker_memory import cpu_probe
 from stack import (
     cpu_seconds,
+    descendants,
     fresh_database,
     imgmod,
     job_span,
@@ -40,15 +52,21 @@ from stack import (
 )
 
 from worker import store
-from worker.limits import QPS_MARGIN
+from worker.client import ModerationClient
+from worker.emulator import TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET
+from worker.params import ImageRef
 from worker.processes import (
     EmulatorHandle,
     ImageServerHandle,
+    WorkerProcess,
     private_redis,
     running_emulator,
     running_image_server,
     start_worker,
+    wait_until,
 )
+from worker.settings import Credentials
+from worker.supervise import processes_for, usable_cores
 
 EXTENSIONS = ("png", "jpg", "gif", "bmp", "webp")
 
@@ -59,12 +77,16 @@ class Figures:
     n: int
     qps: float
     wall: float
+    first_result: float  # seconds from the first row inserted to the first result stored
     throttled: int
     calls: int
     billed: int
     distinct_billed: int
     max_billed_per_image: int
     worker_cpu: float
+    worker_sys: float  # of which in the kernel
+    limiter_events: tuple[int, int]  # (403s that widened the margin, rate cuts), from the logs
+    bare_cpu: float  # seconds per call of the client alone, measured in the same run
     worker_rss_mb: list[float]
     other_cpu: dict[str, float]
     states: dict[str, int]
@@ -75,14 +97,25 @@ class Figures:
             f"[{self.db}] {self.n} images, cap {self.qps:g}/s",
             f"  wall, first row -> last result  {self.wall:9.2f} s   (ideal {ideal:.2f} s)",
             f"  images/s                        {self.n / self.wall:9.2f}",
-            f"  ratio to the cap                {ideal / self.wall:9.3f}",
+            f"  ratio to the cap                {ideal / self.wall:9.3f}   (after the first "
+            f"result, {self.first_result:.2f} s in: "
+            f"{(self.n - 1) / self.qps / max(1e-9, self.wall - self.first_result):.3f})",
             f"  throttled (403) calls           {self.throttled:9d}   "
             f"({100 * self.throttled / max(1, self.calls):.2f}% of {self.calls} calls)",
+            f"  limiter reactions to 403s       {self.limiter_events[0]:9d} margin widened, "
+            f"{self.limiter_events[1]} rate cuts",
             f"  billed per distinct image       {self.billed / max(1, self.n):9.3f}   "
             f"({self.billed} billed, {self.distinct_billed} images, max "
             f"{self.max_billed_per_image} per image)",
-            f"  worker CPU per image            {1000 * self.worker_cpu / self.n:9.3f} ms",
-            "  peak RSS per worker             "
+            f"  worker CPU per image            {1000 * self.worker_cpu / self.n:9.3f} ms   "
+            f"(of which system {1000 * self.worker_sys / self.n:.3f} ms)",
+            (
+                f"  bare signed call CPU (client)   {1000 * self.bare_cpu:9.3f} ms   (worker / "
+                f"bare = {self.worker_cpu / self.n / self.bare_cpu:.2f}x)"
+                if self.bare_cpu
+                else "  bare signed call CPU (client)   not measured (--bare 0)"
+            ),
+            "  peak RSS per worker process     "
             + ", ".join(f"{mb:.0f} MiB" for mb in self.worker_rss_mb),
             "  other CPU per image (ms)        "
             + ", ".join(f"{k} {1000 * v / self.n:.2f}" for k, v in self.other_cpu.items()),
@@ -97,6 +130,81 @@ def write_input(path: Path, images: ImageServerHandle, n: int) -> None:
             fh.write(images.image_url(i, EXTENSIONS[i % len(EXTENSIONS)]) + "\n")
 
 
+def system_seconds(pids: list[int]) -> float:
+    """stime of ``pids`` and their descendants (the kernel's share: syscalls, futex waits and
+    context switches of many threads)."""
+    total = 0
+    for pid in pids:
+        for p in descendants(pid):
+            try:
+                total += int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[12])
+            except OSError:
+                continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def bare_call_cpu(
+    emulator: EmulatorHandle, images: ImageServerHandle, n: int, qps: float, threads: int = 48
+) -> float:
+    """CPU seconds per call of imgmod's client alone (sign, send, parse): ``n`` calls from a
+    thread pool in this process, paced at 0.9 of the cap; no queue, no database, no limiter."""
+    client = ModerationClient(
+        emulator.url,
+        Credentials(TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET),
+        pool_size=threads,
+        allow_http=True,
+    )
+    interval = 1 / (0.9 * qps)
+    started = time.monotonic() + 0.2
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        delay = started + i * interval - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        ref = ImageRef(image_url=images.image_url(1_000_000 + i, EXTENSIONS[i % 5]))
+        try:
+            client.moderate("baselineCheck_global", ref)
+        except Exception as exc:  # noqa: BLE001 - counted, and said below
+            with lock:
+                failures.append(type(exc).__name__)
+
+    cpu0 = time.process_time()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range(n)))
+    cpu = time.process_time() - cpu0
+    client.close()
+    if failures:
+        print(f"  (bare calls: {len(failures)} of {n} failed: {set(failures)})", flush=True)
+    return cpu / n
+
+
+def start_group(env: dict[str, str], log_path: Path, args: argparse.Namespace) -> WorkerProcess:
+    """One ``imgmod worker`` as a user starts it (a simulated host); waits until every one of
+    its processes is ready."""
+    processes = processes_for(args.processes, usable_cores())
+    # Celery's own log level stays INFO: readiness is read from its " ready." lines.
+    argv = [sys.executable, "-m", "worker.cli", "worker", "--processes", str(processes)]
+    argv += ["-l", "INFO"]
+    argv += ["--hostname", f"bench-{uuid.uuid4().hex[:6]}@%h"]
+    if args.concurrency:
+        argv += ["-c", str(args.concurrency)]
+    with log_path.open("wb") as handle:
+        process = subprocess.Popen(
+            argv, env={**os.environ, **env}, stdout=handle, stderr=subprocess.STDOUT
+        )
+    group = WorkerProcess(process=process, log_path=log_path)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"imgmod worker exited with {process.returncode}:\n{group.log()}")
+        return group.log().count(" ready.") >= processes
+
+    wait_until(ready, 120, "every worker process to be ready")
+    return group
+
+
 def run_one(
     db: str,
     args: argparse.Namespace,
@@ -107,25 +215,28 @@ def run_one(
     tmp: Path,
 ) -> Figures:
     with fresh_database(db) as url:
-        env = pipeline_env(url, broker_url, emulator.url, args.qps * args.margin / QPS_MARGIN)
-        env.update(
-            IMGMOD_LOG_LEVEL=args.loglevel,
-            IMGMOD_WORKER_CONCURRENCY=str(args.concurrency),
-        )
+        env = pipeline_env(url, broker_url, emulator.url, args.qps * args.margin)
+        env.update(IMGMOD_LOG_LEVEL=args.loglevel)
         if args.profile:
             env.update(
                 PYTHONPATH=str(Path(__file__).resolve().parent / "profiling"),
                 IMGMOD_BENCH_PROFILE=f"{args.profile}.{db}",
             )
-        workers = [
-            start_worker(
-                env,
-                tmp / f"{db}-worker{i}.log",
-                concurrency=args.concurrency,
-                hostname=f"bench{i}-{uuid.uuid4().hex[:6]}@%h",
-            )
-            for i in range(args.workers)
-        ]
+        if args.celery:
+            workers = [
+                start_worker(
+                    {**env, "IMGMOD_WORKER_CONCURRENCY": str(args.concurrency or 128)},
+                    tmp / f"{db}-worker{i}.log",
+                    concurrency=args.concurrency or 128,
+                    hostname=f"bench{i}-{uuid.uuid4().hex[:6]}@%h",
+                )
+                for i in range(args.workers)
+            ]
+        else:
+            workers = [
+                start_group(env, tmp / f"{db}-worker{i}.log", args) for i in range(args.workers)
+            ]
+        bare = bare_call_cpu(emulator, images, args.bare, args.qps) if args.bare else 0.0
         source = tmp / f"{db}-input.txt"
         write_input(source, images, args.n)
         emulator.reset()
@@ -136,6 +247,7 @@ def run_one(
         }
         cpu0 = {name: cpu_seconds(pid) for name, pid in watched.items()}
         worker_cpu0 = sum(cpu_seconds(w.process.pid) for w in workers)
+        worker_sys0 = system_seconds([w.process.pid for w in workers])
         children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         enqueue = imgmod(env, "enqueue", str(source), "--job", "bench")
         engine = store.make_engine(url)
@@ -154,14 +266,25 @@ def run_one(
                 raise TimeoutError(f"{still_open} of {rows} rows still open")
             time.sleep(0.5)
         worker_cpu = sum(cpu_seconds(w.process.pid) for w in workers) - worker_cpu0
+        worker_sys = system_seconds([w.process.pid for w in workers]) - worker_sys0
         other = {name: cpu_seconds(pid) - cpu0[name] for name, pid in watched.items()}
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         other["enqueue"] = (children.ru_utime + children.ru_stime) - (
             children0.ru_utime + children0.ru_stime
         )
-        rss = [peak_rss_mb(w.process.pid) for w in workers]
+        logs = "".join(w.log() for w in workers)
+        limiter_events = (logs.count("margin on"), logs.count("cut to"))
+        rss = [
+            peak_rss_mb(p)
+            for w in workers
+            for p in (descendants(w.process.pid)[1:] or [w.process.pid])
+        ]
         stats = emulator.stats()
         first, last, _results, states = job_span(engine)
+        with engine.connect() as conn:
+            first_result = conn.execute(
+                sa.select(sa.func.min(store.results.c.moderated_at))
+            ).scalar()
         engine.dispose()
         for w in workers:
             w.terminate(timeout=60)
@@ -172,12 +295,16 @@ def run_one(
         n=args.n,
         qps=args.qps,
         wall=last - first,
+        first_result=(first_result.timestamp() - first) if first_result else 0.0,
         throttled=int(by_code.get("403", 0)),
         calls=sum(by_code.values()),
         billed=int(stats["billed"]),
         distinct_billed=len(billed_by_image),
         max_billed_per_image=max(billed_by_image.values(), default=0),
         worker_cpu=worker_cpu,
+        worker_sys=worker_sys,
+        limiter_events=limiter_events,
+        bare_cpu=bare,
         worker_rss_mb=rss,
         other_cpu=other,
         states=states,
@@ -191,11 +318,18 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=300.0)
     parser.add_argument("--jitter-ms", type=float, default=100.0)
     parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--concurrency", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=1, help="worker groups (hosts)")
     parser.add_argument(
-        "--margin", type=float, default=QPS_MARGIN, help="share of the cap the limiter runs at"
+        "--processes", type=int, default=0, help="processes per group (0: one per core)"
     )
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="threads per group (default: the setting)"
+    )
+    parser.add_argument(
+        "--celery", action="store_true", help="plain `celery -A worker worker` processes"
+    )
+    parser.add_argument("--bare", type=int, default=400, help="bare client calls (0: skip)")
+    parser.add_argument("--margin", type=float, default=1.0, help="IMGMOD_QPS = qps x this")
     parser.add_argument(
         "--loglevel", default="INFO", help="IMGMOD_LOG_LEVEL (Celery's own stays INFO)"
     )
@@ -209,8 +343,9 @@ def main() -> None:
     dbs = ("sqlite", "postgresql") if args.db == "both" else (args.db,)
     print(
         f"throughput: n={args.n} qps={args.qps:g} latency={args.latency_ms:g}+0..{args.jitter_ms:g}"
-        f" ms, {args.workers} worker(s) x {args.concurrency} threads, limiter at "
-        f"{args.margin:g} x cap, log level {args.loglevel}; load average {loadavg()}; "
+        f" ms, {args.workers} {'celery worker' if args.celery else 'imgmod worker group'}(s) x "
+        f"{args.processes or 'auto'} process(es) x {args.concurrency or 'default'} threads, "
+        f"IMGMOD_QPS {args.margin:g} x cap, log level {args.loglevel}; load average {loadavg()}; "
         f"CPU probe {cpu_probe():.0f} ms",
         flush=True,
     )

@@ -106,6 +106,20 @@ def pg_url() -> Iterator[str]:
     admin.close()
 
 
+@pytest.fixture
+def browser() -> Iterator[object]:
+    """Headless Chromium (a Selenium WebDriver) of this test's own: Debian's chromium through
+    the system chromedriver, console log kept (tests.support.browser: console_errors,
+    screenshot). Mark the test ``service``: under CI a missing browser fails it."""
+    from tests.support import browser as chromium
+
+    reason = chromium.missing()
+    if reason is not None:
+        pytest.skip(reason)
+    with chromium.start_browser() as driver:
+        yield driver
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request) -> str:
     """Runs the test once on SQLite and once on PostgreSQL."""

@@ -59,6 +59,8 @@ def make_app(settings: Settings) -> Celery:
     }
     if settings.broker_url.startswith("sqla+"):
         transport_options = {}
+    if settings.broker_url.startswith("redis://"):  # one client per channel (worker.broker)
+        app.conf.broker_transport = "worker.broker:Transport"
     app.conf.update(
         task_default_queue=QUEUE,
         task_serializer="json",

@@ -55,8 +55,9 @@ class Watchdog:
                     target=self._run, name="imgmod-call-deadline", daemon=True
                 )
                 self._thread.start()
+            if not self._open:  # the watchdog sleeps untimed only when no call is open
+                self._cond.notify()
             self._open.add(call)
-            self._cond.notify()
         self._local.call = call
         return call
 

@@ -4,7 +4,10 @@ Starts the emulator, a server of generated sample images and a Celery worker, wr
 input (good images, missing ones, not-an-image, too slow, duplicates, bad lines), runs
 ``imgmod run`` over it as a user would, prints the report and checks the billing. Then a small
 bucket in the emulator's OSS is run twice as two nightly jobs over the same prefix: the first
-bills each image once, the second bills 0 (every object unchanged, its answer reused).
+bills each image once, the second bills 0 (every object unchanged, its answer reused). Last, a
+local folder of sample images (one a byte-identical copy) is run: each file is uploaded to the
+emulator's OSS under a DescribeUploadToken's STS credentials and moderated by its OSS triple,
+and the copy waits for its twin's answer instead of being billed.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from worker.processes import (
 LOCAL_REDIS = "redis://127.0.0.1:6379/13"
 OSS_REGION = "ap-southeast-1"
 OSS_BUCKET, OSS_PREFIX, OSS_IMAGES = "demo-archive", "uploads/", 12
+FOLDER_IMAGES = 6  # distinct files in the folder job, plus one byte-identical copy
 
 
 def choose_broker(stack: ExitStack, workdir: Path) -> tuple[str, str]:
@@ -84,6 +88,31 @@ def write_bucket(oss_root: Path) -> int:
         (folder / f"{n:03d}.png").write_bytes(png_bytes(5000 + n))
     (folder / "notes.txt").write_text("not an image\n", encoding="utf-8")
     return OSS_IMAGES
+
+
+def write_folder(workdir: Path) -> tuple[Path, int]:
+    """A local folder of sample images in subfolders, one of them copied byte for byte under
+    another name, and a text file the default filters skip; returns it and how many calls
+    it should bill (distinct contents: the copy takes its twin's answer)."""
+    from worker.emulator.samples import png_bytes
+
+    folder = workdir / "photos"
+    for n in range(FOLDER_IMAGES):
+        path = folder / ("2024" if n % 2 else "2025") / f"photo-{n}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(png_bytes(7000 + n))
+    (folder / "copy-of-photo-0.png").write_bytes(png_bytes(7000))
+    (folder / "index.txt").write_text("not an image\n", encoding="utf-8")
+    return folder, FOLDER_IMAGES
+
+
+def run_folder(cli: list[str], env: dict[str, str], folder: Path, billed: Callable[[], int]) -> int:
+    """The folder job (uploads through DescribeUploadToken, then moderation by the OSS
+    triple); returns what it billed, or -1 when the run did not end with every file done."""
+    before = billed()
+    click.echo(f"\n$ imgmod run {folder} --job demo-folder")
+    run = subprocess.run([*cli, "run", str(folder), "--job", "demo-folder"], env=env, check=False)
+    return billed() - before if run.returncode == 0 else -1
 
 
 def run_oss_nights(cli: list[str], env: dict[str, str], billed: Callable[[], int]) -> list[int]:
@@ -140,6 +169,7 @@ def run_demo(images: int) -> int:
         full_env = {**os.environ, **env}
         inputs, distinct_good = write_inputs(workdir, samples.image_url, images)
         oss_images = write_bucket(workdir / "oss")
+        folder, folder_images = write_folder(workdir)
         cli = [sys.executable, "-m", "worker.cli"]
         subprocess.run([*cli, "db", "upgrade"], env=full_env, check=True)
         worker = start_worker(env, workdir / "worker.log", concurrency=32)
@@ -154,6 +184,10 @@ def run_demo(images: int) -> int:
         )
         stats = emulator.stats()
         nights = run_oss_nights(cli, full_env, lambda: int(emulator.stats()["billed"]))
+        folder_billed = run_folder(
+            cli, full_env, folder, lambda: int(emulator.stats()["billed"])
+        )
+        uploads = int(emulator.stats().get("oss", {}).get("put", 0))
     states = status["states"]
     billed, done = int(stats["billed"]), int(states.get("done", 0))
     max_per_image = max(stats.get("billed_by_image", {}).values() or [0])
@@ -171,6 +205,10 @@ def run_demo(images: int) -> int:
         "unchanged, its answer reused)"
     )
     ok = run.returncode in (0, 3) and billed == done == distinct_good and max_per_image <= 1
-    ok = ok and nights == [oss_images, 0]
+    click.echo(
+        f"folder {folder}: billed {folder_billed} (expected {folder_images}: the copy reused its "
+        f"twin's answer), {uploads} files uploaded through DescribeUploadToken's STS credentials"
+    )
+    ok = ok and nights == [oss_images, 0] and folder_billed == folder_images and uploads >= 1
     click.echo("demo: OK" if ok else "demo: something is off (see above)")
     return 0 if ok else 1

@@ -119,7 +119,9 @@ def store_answer(
     slot = slot_of(item)
 
     def write() -> bool:
-        return store.record_result(rt.engine, item.id, owner, item.service, response)
+        return store.record_result(
+            rt.engine, item.id, owner, item.service, response, job_id=item.job_id
+        )
 
     try:
         try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -90,13 +91,22 @@ class MessagesInHand:
         self._ttl = max(1, round(ttl_seconds))
         self._take = client.register_script(_TAKE_ORPHANS)
         self._let_go = client.register_script(_LET_GO)
+        self._fresh_until = 0.0  # monotonic: until then took() leaves the hash's expiry be
 
     def took(self, item_id: int) -> None:
-        """Record a message in hand; raises ``redis.RedisError`` (the caller goes on)."""
+        """Record a message in hand; raises ``redis.RedisError`` (the caller goes on).
+
+        The liveness key is refreshed with every message (a dead process's messages are
+        taken over a full TTL after its last one, after its leases ran out: the sweep comes
+        first); the hash's day-long expiry only every third of the TTL."""
+        key = self._prefix + self._process
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hincrby(self._prefix + self._process, str(item_id), 1)
-        pipe.expire(self._prefix + self._process, IN_HAND_TTL_S)
+        pipe.hincrby(key, str(item_id), 1)
         pipe.set(self._alive_prefix + self._process, "1", ex=self._ttl)
+        moment = time.monotonic()
+        if moment >= self._fresh_until:
+            pipe.expire(key, IN_HAND_TTL_S)
+            self._fresh_until = moment + self._ttl / 3
         pipe.execute()
 
     def done(self, item_id: int) -> None:

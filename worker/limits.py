@@ -28,6 +28,12 @@ by one Lua script per permit running inside Redis:
   other callers): at qps/10 per second the rate overshoots a 10/s cap every second and a third
   of the calls come back 403; at 10% of the cut rate it settles just under the cap.
 
+* **A learned margin** (the worker's limiter). Permits aim at ``qps`` times a :class:`Margin`
+  kept in the same hash: a 403 within 15 % of that ceiling is jitter and lowers it a little
+  (the first in 5 s does only that; a later one also cuts gently); it creeps back up while no
+  403 comes. A lower cap shows as ten 403s in a second, a 403 further down, or a third mild
+  reaction in a row (3 s apart at most): those halve (``worker.limits_lua``).
+
 The configured ``qps`` travels with every call instead of living in Redis: raising
 ``IMGMOD_QPS`` takes effect on the next permit without flushing anything. If Redis restarts, the
 script is reloaded by redis-py (EVALSHA falls back on NOSCRIPT) and lost keys simply mean a fresh
@@ -58,9 +64,49 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The limiter runs 2% under the account's cap: calls reach the service a few ms late by varying
-# amounts, and a second the service counts as cap+1 costs a 403 and an AIMD cut.
+# The fixed margin of the in-process limiter (no Redis); the doctor's "was the rate cut?" mark.
 QPS_MARGIN = 0.98
+
+
+@dataclass(frozen=True)
+class Margin:
+    """The share of the cap the pacing aims at, learned from the service's 403s.
+
+    Permits are evenly spaced, yet calls reach the service late by varying amounts, so a
+    second the service counts may hold one too many; how much room that needs depends on the
+    network and the callers' load, so it is measured: the margin starts at ``start``; a 403 at
+    the full rate (jitter, not a lower cap) lowers it by ``step`` to no less than ``least``
+    (the first such 403 in 5 s does only that, no rate cut); each second without one regains
+    ``regain``, up to ``most``. At the defaults one 403 in 10 s (0.1 % of the calls at 100/s)
+    holds it still. Kept in the limiter's Redis hash: every host learns from every 403.
+    """
+
+    start: float = 0.985
+    most: float = 0.995
+    least: float = 0.95
+    step: float = 0.005
+    regain: float = 0.0005
+
+    def __post_init__(self) -> None:
+        if not 0 < self.least <= self.start <= self.most <= 1:
+            raise ValueError(
+                f"margin least={self.least!r}, start={self.start!r}, most={self.most!r}: "
+                "need 0 < least <= start <= most <= 1"
+            )
+        if self.step < 0 or self.regain < 0:
+            raise ValueError("margin step and regain must not be negative")
+
+    @classmethod
+    def fixed(cls, share: float) -> Margin:
+        """A margin that never moves (``share`` of the cap; 1.0: the cap itself)."""
+        return cls(start=share, most=share, least=share, step=0.0, regain=0.0)
+
+    def args(self) -> tuple[float, float, float, float]:
+        """The script arguments: start, most, least, regain per second."""
+        return (self.start, self.most, self.least, self.regain)
+
+
+NO_MARGIN = Margin.fixed(1.0)
 
 
 class LimiterError(Exception):
@@ -109,6 +155,7 @@ class RateLimiter:
         near_cap_factor: float = 0.9,
         decrease_window: float = 1.0,
         horizon: float = 1.0,
+        margin: Margin = NO_MARGIN,
         rng: random.Random | None = None,
     ) -> None:
         if not qps > 0 or math.isinf(qps):
@@ -138,6 +185,7 @@ class RateLimiter:
         self.near_cap_factor = float(near_cap_factor)
         self.decrease_window = float(decrease_window)
         self.horizon = float(horizon)
+        self.margin = margin
         self._rng = rng or random.Random()
         # State outlives a full recovery from the floor, so an idle minute does not forget a cut.
         recovery = (self.qps - self.min_qps) / self.increase_per_second
@@ -210,8 +258,12 @@ class RateLimiter:
             self._ttl_ms,
             self.recover_fraction,
             self.near_cap_factor,
+            *self.margin.args(),
+            self.margin.step,
         )
-        if cut:
+        if int(cut) == 2:
+            log.info("a 403 at the full rate: margin on %s widened, %.2f/s", self.key, float(rate))
+        elif cut:
             log.warning(
                 "throttled by the service: shared rate on %s cut to %.2f/s", self.key, float(rate)
             )
@@ -222,9 +274,18 @@ class RateLimiter:
 
     def current_rate(self) -> float:
         """The permits per second in force now, for this caller's ``qps``."""
-        return float(
-            self._call(self._rate_script, self.qps, self.increase_per_second, self.recover_fraction)
+        return self.current()[0]
+
+    def current(self) -> tuple[float, float]:
+        """(permits per second in force now, the learned margin now) for this caller."""
+        rate, margin = self._call(
+            self._rate_script,
+            self.qps,
+            self.increase_per_second,
+            self.recover_fraction,
+            *self.margin.args(),
         )
+        return float(rate), float(margin)
 
     def _book(self, deadline: float | None, timeout: float | None) -> tuple[int, int]:
         """Book a slot within the horizon (and the deadline), polling Redis until one is free."""
@@ -257,6 +318,7 @@ class RateLimiter:
             max_wait_us,
             self._ttl_ms,
             self.recover_fraction,
+            *self.margin.args(),
         )
         return bool(granted), int(wait_us), int(slot_us)
 
@@ -332,5 +394,5 @@ class LocalRateLimiter:
 def limiter_for(settings: Settings) -> RateLimiter | LocalRateLimiter:
     """The account's limiter: shared in Redis, or in-process when no Redis exists (demo)."""
     if settings.limiter_url:
-        return RateLimiter.from_url(settings.limiter_url, qps=settings.qps * QPS_MARGIN)
+        return RateLimiter.from_url(settings.limiter_url, qps=settings.qps, margin=Margin())
     return LocalRateLimiter(settings.qps * QPS_MARGIN)

@@ -19,11 +19,24 @@ local function effective_rate(qps, inc, frac, cut_rate, cut_at, now)
   if rate > qps then rate = qps end
   return rate
 end
+-- The learned margin: the share of qps the pacing aims at, `start` until a 403 first lowers
+-- it. Each 403 taken for timing jitter lowers it by a step (down to `least`); it regains
+-- `regain` per second without one (up to `most`).
+local function margin_now(start, most, least, regain, margin, margin_at, now)
+  if not margin or not margin_at then return start end
+  local elapsed = now - tonumber(margin_at)
+  if elapsed < 0 then elapsed = 0 end
+  local m = tonumber(margin) + regain * elapsed / 1000000
+  if m > most then m = most end
+  if m < least then m = least end
+  return m
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 """
 
-# KEYS[1] state hash; ARGV: qps, increase/s, burst, max_wait_us, ttl_ms.
+# KEYS[1] state hash; ARGV: qps, increase/s, burst, max_wait_us, ttl_ms, recover_fraction,
+# margin start, most, least, regain/s (the rate aims at qps x the learned margin).
 # Books the next permit if it is at most max_wait_us away: {1, wait_us, slot_us}.
 # Otherwise takes nothing: {0, us until a slot within max_wait_us may exist, 0}.
 # Microsecond values stay below 2^53, exact in Lua's doubles; written with %.0f because
@@ -31,8 +44,10 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 ACQUIRE_LUA = (
     EFFECTIVERATE_LUA
     + """
-local qps = tonumber(ARGV[1])
-local state = redis.call('HMGET', KEYS[1], 'tat', 'cut_rate', 'cut_at')
+local state = redis.call('HMGET', KEYS[1], 'tat', 'cut_rate', 'cut_at', 'margin', 'margin_at')
+local qps = tonumber(ARGV[1]) * margin_now(tonumber(ARGV[7]), tonumber(ARGV[8]),
+                                           tonumber(ARGV[9]), tonumber(ARGV[10]), state[4],
+                                           state[5], now)
 local rate = effective_rate(qps, tonumber(ARGV[2]), tonumber(ARGV[6]), state[2], state[3], now)
 local interval = math.ceil(1000000 / rate)
 local tau = math.floor((tonumber(ARGV[3]) - 1) * interval)
@@ -49,42 +64,86 @@ return {1, wait, now + wait}
 )
 
 # KEYS[1]; ARGV: qps, increase/s, factor, min_qps, window_us, ttl_ms, recover_fraction,
-# near_cap_factor.
-# Cuts the shared rate unless it was cut less than window_us ago: {cut?, rate as string}.
+# near_cap_factor, margin start, most, least, regain/s, step.
+# Cuts the shared rate unless it was cut (or the margin lowered) less than window_us ago:
+# {1 cut / 2 margin lowered only / 0 nothing, the rate now in force as a string}. With a
+# learned margin (step > 0), near the ceiling a 403 widens the margin (and cuts gently when
+# another did within 5 s); below it, on a tenth 403 of a volley, or on a third mild reaction
+# in a row (each within 3 s of the last), it cuts by `factor`.
 THROTTLED_LUA = (
     EFFECTIVERATE_LUA
     + """
-local qps = tonumber(ARGV[1])
-local state = redis.call('HMGET', KEYS[1], 'cut_rate', 'cut_at')
+local state = redis.call('HMGET', KEYS[1], 'cut_rate', 'cut_at', 'margin', 'margin_at', 'mild',
+                         'strikes')
+local margin = margin_now(tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]),
+                          tonumber(ARGV[12]), state[3], state[4], now)
+local qps = tonumber(ARGV[1]) * margin
 local rate = effective_rate(qps, tonumber(ARGV[2]), tonumber(ARGV[7]), state[1], state[2], now)
-if state[2] then
-  local since = now - tonumber(state[2])
-  if since >= 0 and since < tonumber(ARGV[5]) then
+local step = tonumber(ARGV[13])
+local learn = step > 0
+local function cut_to(factor, mild)
+  local cut = rate * factor
+  if cut < tonumber(ARGV[4]) then cut = tonumber(ARGV[4]) end
+  if cut > rate then cut = rate end
+  redis.call('HSET', KEYS[1], 'cut_rate', string.format('%.6f', cut), 'cut_at',
+             string.format('%.0f', now), 'volley', 1, 'mild', mild)
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  return {1, string.format('%.6f', cut)}
+end
+local function since(at) if at then return now - tonumber(at) end return nil end
+local function quiet(at) local s = since(at) return not s or s > 5000000 end
+for _, at in ipairs({state[2], state[4]}) do
+  local s = since(at)
+  if s and s >= 0 and s < tonumber(ARGV[5]) then
+    -- The same volley. Jitter makes a few 403s; a tenth after a mild reaction is a service
+    -- that now allows less than we send: cut fully at once.
+    if learn and redis.call('HINCRBY', KEYS[1], 'volley', 1) == 10 and state[5] == '1' then
+      return cut_to(tonumber(ARGV[3]), 0)
+    end
     return {0, string.format('%.6f', rate)}
   end
 end
--- A 403 at (nearly) the full rate after 5 s without one is most likely jitter bunching a few
--- calls into one second: a gentle cut. A 403 soon after another finds a real, lower cap: the
--- full cut (else gentle cuts and quick recovery near the cap would never descend).
-local factor = tonumber(ARGV[3])
-local calm = not state[2] or now - tonumber(state[2]) > 5000000
-if calm and rate >= qps * 0.95 then factor = math.max(factor, tonumber(ARGV[8])) end
-local cut = rate * factor
-if cut < tonumber(ARGV[4]) then cut = tonumber(ARGV[4]) end
-if cut > rate then cut = rate end
-redis.call('HSET', KEYS[1], 'cut_rate', string.format('%.6f', cut), 'cut_at',
-           string.format('%.0f', now))
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-return {1, string.format('%.6f', cut)}
+local near = rate >= qps * 0.95
+if learn then
+  -- Within 15 % of the ceiling (a gentle cut leaves 10 % off) a lone 403 is still jitter;
+  -- a real lower cap shows as a dense volley (above) or as 403s further down.
+  if rate < qps * 0.85 then return cut_to(tonumber(ARGV[3]), 0) end
+  -- Jitter at the full rate: the pacing aimed too close to the cap. Learn a wider margin;
+  -- the first such 403 in 5 s does only that, a later one also cuts the rate gently.
+  -- Three mild reactions each within 3 s of the last did not stop the 403s: a lower cap.
+  local lowered = math.max(tonumber(ARGV[11]), margin - step)
+  local first = lowered < margin and quiet(state[4])
+  local last = since(state[4])
+  local strikes = 1
+  if last and last >= 0 and last < 3000000 then strikes = (tonumber(state[6]) or 0) + 1 end
+  if strikes >= 3 then
+    redis.call('HSET', KEYS[1], 'strikes', 0)
+    return cut_to(tonumber(ARGV[3]), 0)
+  end
+  redis.call('HSET', KEYS[1], 'margin', string.format('%.6f', lowered), 'margin_at',
+             string.format('%.0f', now), 'volley', 1, 'mild', 1, 'strikes', strikes)
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  if first then return {2, string.format('%.6f', rate * lowered / margin)} end
+  return cut_to(tonumber(ARGV[8]), 1)
+end
+-- A fixed margin: a 403 at (nearly) the full rate after 5 s without one is most likely
+-- jitter bunching a few calls into one second: a gentle cut. A 403 soon after another finds
+-- a real, lower cap: the full cut (else gentle cuts and quick recovery would never descend).
+if quiet(state[2]) and near then return cut_to(tonumber(ARGV[8]), 1) end
+return cut_to(tonumber(ARGV[3]), 0)
 """
 )
 
-# KEYS[1]; ARGV: qps, increase/s. The rate in force now, as a string.
+# KEYS[1]; ARGV: qps, increase/s, recover_fraction, margin start, most, least, regain/s.
+# {the rate in force now, the margin now}, as strings.
 RATE_LUA = (
     EFFECTIVERATE_LUA
     + """
-local state = redis.call('HMGET', KEYS[1], 'cut_rate', 'cut_at')
-return string.format('%.6f', effective_rate(tonumber(ARGV[1]), tonumber(ARGV[2]),
-                                            tonumber(ARGV[3]), state[1], state[2], now))
+local state = redis.call('HMGET', KEYS[1], 'cut_rate', 'cut_at', 'margin', 'margin_at')
+local m = margin_now(tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]),
+                     state[3], state[4], now)
+return {string.format('%.6f', effective_rate(tonumber(ARGV[1]) * m, tonumber(ARGV[2]),
+                                             tonumber(ARGV[3]), state[1], state[2], now)),
+        string.format('%.6f', m)}
 """
 )

@@ -172,6 +172,44 @@ class LimiterRateCollector(Collector):
             )
 
 
+class BudgetCollector(Collector):
+    """``imgmod_budget_{used,left,cap}{budget}``: today's billed calls (UTC) against
+    IMGMOD_DAILY_CALL_BUDGET (``budget="daily"``), and each open job's against its
+    ``--max-calls`` (``budget="job:NAME"``), from the SQL ledger (cached)."""
+
+    def __init__(self, engine: Any, daily_cap: int, ttl: float = CACHE_SECONDS) -> None:
+        self._engine = engine
+        self._daily_cap = daily_cap
+        self._cached = _Cached(self._read, ttl, "budgets from the ledger")
+
+    def _read(self) -> list[tuple[str, int, int | None]]:
+        from worker import store
+        from worker.store.ledger import billed_for_job, billed_on
+
+        now = datetime.now(timezone.utc)
+        rows: list[tuple[str, int, int | None]] = [
+            ("daily", billed_on(self._engine, now.date()), self._daily_cap or None)
+        ]
+        for job in store.list_jobs(self._engine):  # paused jobs are finished: keep a day
+            if job.max_calls is None or (job.finished_at and now - job.finished_at > RECENT_JOBS):
+                continue
+            rows.append((f"job:{job.name}", billed_for_job(self._engine, job.id), job.max_calls))
+        return rows
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        used = GaugeMetricFamily(
+            "imgmod_budget_used", "Billed calls (SQL ledger).", labels=["budget"]
+        )
+        cap = GaugeMetricFamily("imgmod_budget_cap", "The budget's calls.", labels=["budget"])
+        left = GaugeMetricFamily("imgmod_budget_left", "Calls left.", labels=["budget"])
+        for name, spent, limit in self._cached.get() or []:
+            used.add_metric([name], spent)
+            if limit is not None:
+                cap.add_metric([name], limit)
+                left.add_metric([name], max(0, limit - spent))
+        yield from (used, cap, left)
+
+
 class Metrics:
     """The metrics of one process, on a registry of their own."""
 
@@ -206,6 +244,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._store_watched = False
         self._limiter_watched = False
+        self._budget_watched = False
         self._server: Any = None
         self._server_pid: int | None = None
 
@@ -246,6 +285,13 @@ class Metrics:
             if not self._limiter_watched:
                 self.registry.register(LimiterRateCollector(current_rate, ttl))
                 self._limiter_watched = True
+
+    def watch_budget(self, engine: Any, daily_cap: int) -> None:
+        """Export the budgets (:class:`BudgetCollector`), once per process."""
+        with self._lock:
+            if not self._budget_watched:
+                self.registry.register(BudgetCollector(engine, daily_cap))
+                self._budget_watched = True
 
     # -- the endpoint
 

@@ -20,10 +20,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
+from xml.etree import ElementTree
 
 import alibabacloud_oss_v2 as oss
+from alibabacloud_oss_v2 import serde, serde_utils
 from alibabacloud_oss_v2.retry import NopRetryer
+from alibabacloud_oss_v2.types import CaseInsensitiveDict, OperationInput
+from defusedxml import ElementTree as SafeElementTree
 
 from worker.settings import Credentials, Settings, is_loopback_host
 
@@ -50,6 +54,10 @@ class OssBucketNotFound(OssError):
 
 class OssListingFailed(OssError):
     """OSS refused the listing for another reason, or stayed unavailable through the retries."""
+
+
+class OssListingUnreadable(OssListingFailed):
+    """A ListObjectsV2 answer that is not the XML OSS sends (cut short, or not OSS)."""
 
 
 @dataclass(frozen=True)
@@ -167,7 +175,7 @@ def list_page(
     )
     for attempt in range(1, attempts + 1):
         try:
-            result = client.list_objects_v2(request)
+            body = _list_body(client, request)
         except Exception as exc:
             error = classify(exc, bucket)
             if error is not None:
@@ -179,18 +187,81 @@ def list_page(
                 ) from None
             sleep(listing_delay(attempt))
             continue
-        objects = tuple(
-            ObjectInfo(
-                key=str(obj.key),
-                size=int(obj.size or 0),
-                etag=str(obj.etag or "").strip('"'),
-                last_modified=_utc(obj.last_modified),
-            )
-            for obj in result.contents or ()
-        )
-        more = bool(result.is_truncated) and bool(result.next_continuation_token)
-        return Page(objects, str(result.next_continuation_token) if more else None)
+        return parse_list_body(body, bucket)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _list_body(client: oss.Client, request: oss.ListObjectsV2Request) -> bytes:
+    """The raw XML of one ListObjectsV2 page, requested exactly as the SDK's
+    ``list_objects_v2`` does (its serializer, signer, transport and errors), without its
+    model deserializer: that generic XML-to-model walk (attribute maps, ``strptime`` per
+    date) was a fifth of a listing's CPU; :func:`parse_list_body` reads the same answer in
+    a tenth of the time."""
+    op_input = serde.serialize_input(
+        request=request,
+        op_input=OperationInput(
+            op_name="ListObjectsV2",
+            method="GET",
+            headers=CaseInsensitiveDict({"Content-Type": "application/octet-stream"}),
+            parameters={"encoding-type": "url", "list-type": 2},
+            bucket=request.bucket,
+        ),
+        custom_serializer=[serde_utils.add_content_md5],
+    )
+    output = client.invoke_operation(op_input)
+    return bytes(output.http_response.content or b"")
+
+
+def _text(element: ElementTree.Element, tag: str) -> str:
+    found = element.find(tag)
+    return (found.text or "") if found is not None else ""
+
+
+def parse_list_body(body: bytes, bucket: str) -> Page:
+    """A ListBucketResult (ListObjectsV2, ``encoding-type=url``) -> :class:`Page` (pure).
+
+    Keys and the continuation token are URL-decoded when the answer says ``url``; ETags lose
+    their quotes; LastModified is ISO 8601 UTC. Raises :class:`OssListingUnreadable` naming
+    the bucket for a body that is not such a document."""
+    try:
+        root = SafeElementTree.fromstring(body)
+    except (ElementTree.ParseError, ValueError) as exc:
+        raise OssListingUnreadable(
+            f"oss://{bucket}: the listing answer is not OSS's XML ({exc}); check "
+            "IMGMOD_OSS_ENDPOINT points at OSS"
+        ) from None
+    if root.tag.rpartition("}")[2] != "ListBucketResult":
+        raise OssListingUnreadable(
+            f"oss://{bucket}: the listing answer is a <{root.tag}>, not a ListBucketResult; "
+            "check IMGMOD_OSS_ENDPOINT points at OSS"
+        )
+    encoded = _text(root, "EncodingType") == "url"
+    objects = []
+    for entry in root.iterfind("Contents"):
+        key = _text(entry, "Key")
+        objects.append(
+            ObjectInfo(
+                key=unquote(key) if encoded else key,
+                size=int(_text(entry, "Size") or 0),
+                etag=_text(entry, "ETag").strip('"'),
+                last_modified=_iso_utc(_text(entry, "LastModified")),
+            )
+        )
+    token = _text(root, "NextContinuationToken")
+    if encoded:
+        token = unquote(token)
+    more = _text(root, "IsTruncated").lower() == "true" and bool(token)
+    return Page(tuple(objects), token if more else None)
+
+
+def _iso_utc(text: str) -> datetime | None:
+    """``2024-01-02T03:04:05.000Z`` -> an aware datetime (None when absent or unreadable)."""
+    if not text:
+        return None
+    try:
+        return _utc(datetime.fromisoformat(text))
+    except ValueError:
+        return None
 
 
 def _utc(moment: object) -> datetime | None:

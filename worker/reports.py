@@ -9,12 +9,13 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any
 
 from sqlalchemy.engine import Engine
 
+from worker.store.budgets import paused_reasons
 from worker.store.jobs import Job
 from worker.store.queries import export_pages, job_figures, state_counts
 
@@ -39,6 +40,9 @@ EXPORT_FIELDS = (
     "error",
     "moderated_at",
     "reused",
+    "decision",
+    "policy",
+    "policy_version",
 )
 TOP_LABELS = 20
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection"):
@@ -60,6 +64,7 @@ class ExportFilter:
     risk_levels: tuple[str, ...] = ()
     label: str | None = None
     min_confidence: float | None = None
+    decisions: tuple[str, ...] = ()  # the item's current decision is one of these
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -77,6 +82,8 @@ def export_records(
     items; ``ext`` is exactly what the API returned; ``error`` is why the item was rejected or
     failed last. ``reused`` is true for a row that took an earlier job's answer (no call was
     made for it): its ``request_id`` and ``moderated_at`` are the original call's.
+    ``decision``/``policy``/``policy_version`` are the item's current (latest) decision and the
+    policy that made it (``policy`` None for a reviewer's), all None before ``imgmod decide``.
     """
     pages = export_pages(
         engine,
@@ -85,6 +92,7 @@ def export_records(
         risk_levels=flt.risk_levels,
         label=flt.label,
         min_confidence=flt.min_confidence,
+        decided=flt.decisions,
         batch=batch,
     )
     for page in pages:
@@ -111,6 +119,9 @@ def export_records(
                 "error": row.last_error,
                 "moderated_at": _iso(row.moderated_at),
                 "reused": row.reused_from is not None,
+                "decision": row.decision,
+                "policy": row.policy_name,
+                "policy_version": row.policy_version,
             }
 
 
@@ -183,6 +194,7 @@ class Report:
     billable_calls: int  # stored answers with code 200: the vendor bills exactly those
     reused: int  # rows answered by an earlier job's answer: each one a call saved
     rejected_samples: list[RejectedSample]
+    paused: dict[str, int] = field(default_factory=dict)  # reason -> rows waiting on a budget
 
 
 def _named(counts: list[tuple[str | None, int]]) -> dict[str, int]:
@@ -203,6 +215,7 @@ def build_report(engine: Engine, job: Job) -> Report:
         billable_calls=figures.billable_calls,
         reused=figures.reused,
         rejected_samples=[RejectedSample(*sample) for sample in figures.rejected],
+        paused=paused_reasons(engine, job.id) if by_state.get("paused") else {},
     )
 
 
@@ -216,6 +229,8 @@ def render_report(rep: Report) -> str:
     lines.append("  states:         " + _fmt_counts(rep.by_state))
     lines.append("  risk levels:    " + _fmt_counts(rep.by_risk))
     lines.append(f"  billable calls: {rep.billable_calls}")
+    for reason, n in rep.paused.items():  # rows waiting on a budget (imgmod resume)
+        lines.append(f"  {n} {reason}")
     if rep.reused:
         lines.append(f"  reused answers: {rep.reused} ({rep.reused} calls saved)")
     if rep.failures_by_code:

@@ -24,10 +24,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from worker import store
+from worker.budget import Budget, Ledger
 from worker.client import ModerationClient
 from worker.heartbeat import LeaseKeeper, MessagesInHand
 from worker.limits import LocalRateLimiter, RateLimiter, limiter_for
-from worker.metrics import NULL_METRICS, Recorder, metrics_for
+from worker.metrics import NULL_METRICS, Metrics, Recorder, metrics_for
 from worker.retry import RetryPolicy
 from worker.settings import Settings, load_credentials
 from worker.store.answers import ParkedAnswers
@@ -70,6 +71,8 @@ class Runtime:
     answers: ParkedAnswers | None = None  # None without Redis: answers are durable once in SQL
     metrics: Recorder = NULL_METRICS
     uploads: Uploader | None = None  # local files (worker.uploads): built with the runtime
+    budget: Budget | None = None  # reservations before calls (worker.budget)
+    ledger: Ledger | None = None  # billed calls counted into SQL
 
     @classmethod
     def build(cls, settings: Settings, publish_again: Publish) -> Runtime:
@@ -102,6 +105,8 @@ class Runtime:
             else MessagesInHand(r, deployment(settings), new_owner(), settings.lease_seconds)
         )
         client = ModerationClient.from_settings(settings, load_credentials())
+        if isinstance(metrics, Metrics):  # budgets used and left, from the ledger
+            metrics.watch_budget(engine, settings.billing.daily_call_budget)
         return cls(
             settings=settings,
             engine=engine,
@@ -113,6 +118,8 @@ class Runtime:
             answers=None if r is None else ParkedAnswers(r),
             metrics=metrics,
             uploads=uploader_for(settings, client),
+            budget=Budget(r, engine, settings.billing.daily_call_budget),
+            ledger=Ledger(engine),
         )
 
 

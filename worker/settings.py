@@ -1,9 +1,7 @@
 """Every setting of imgmod, read from the environment in one place.
 
-Nothing else in the package reads ``os.environ``: call :func:`load_settings` (or
-:func:`load_credentials`) at the edge and pass the typed values down. Imports only
-:mod:`worker.vendor` (its tables), so any module can import it.
-"""
+Nothing else reads ``os.environ``: call :func:`load_settings` (or :func:`load_credentials`) at
+the edge and pass the typed values down. Imports only the pure vendor and prices tables."""
 
 from __future__ import annotations
 
@@ -14,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from worker.prices import Billing, billing_from
+from worker.settings_act import ActSettings, load_act_settings
+from worker.settings_ui import UiSettings, load_ui_settings
 from worker.vendor import (
     REGIONS,
     InvalidParameter,
@@ -55,6 +56,7 @@ DEFAULTS: dict[str, str] = {
     "IMGMOD_LEASE_SECONDS": "30",
     "IMGMOD_VISIBILITY_TIMEOUT": "600",
     "IMGMOD_WORKER_CONCURRENCY": "192",
+    "IMGMOD_WORKER_PROCESSES": "auto",  # one `imgmod worker`'s processes: auto = one per core
     "IMGMOD_LOG_LEVEL": "INFO",
     "IMGMOD_LOG_FORMAT": "text",
     "IMGMOD_METRICS_PORT": "0",
@@ -119,6 +121,7 @@ class Settings:
     worker_concurrency: int
     log_level: str
     log_format: str = "text"
+    worker_processes: int = 0  # processes of `imgmod worker`; 0: one per usable core
     metrics_port: int = 0  # 0: no metrics endpoint
     metrics_host: str = "127.0.0.1"
     queue_window: int = 20_000  # messages in the Redis broker at most, see worker.window
@@ -127,7 +130,10 @@ class Settings:
     allow_http: bool = False  # a plain http:// endpoint off loopback was explicitly accepted
     oss_endpoint: str = ""  # IMGMOD_OSS_ENDPOINT, checked by worker.oss when a client is built
     upload_concurrency: int = 16  # local files uploaded at once per worker process
+    act: ActSettings = ActSettings()  # imgmod act/restore (worker.settings_act)
     obsolete: tuple[str, ...] = ()  # variables still set that imgmod no longer reads (doctor)
+    billing: Billing = Billing()  # daily call budget and prices (worker.prices)
+    ui: UiSettings = UiSettings()  # the review page, imgmod ui (worker.settings_ui)
 
     def __repr__(self) -> str:
         """Every field, with the passwords of the database, broker and limiter URLs masked:
@@ -320,6 +326,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         lease_seconds=_float(env, "IMGMOD_LEASE_SECONDS"),
         visibility_timeout=_int(env, "IMGMOD_VISIBILITY_TIMEOUT"),
         worker_concurrency=_int(env, "IMGMOD_WORKER_CONCURRENCY"),
+        worker_processes=0  # auto: one per usable core (worker.supervise)
+        if env.get("IMGMOD_WORKER_PROCESSES", "auto").strip().lower() == "auto"
+        else _int(env, "IMGMOD_WORKER_PROCESSES"),
         log_level=level,
         log_format=log_format,
         metrics_port=_port(env, "IMGMOD_METRICS_PORT"),
@@ -329,6 +338,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         broker_timeout=_float(env, "IMGMOD_BROKER_TIMEOUT"),
         oss_endpoint=env.get("IMGMOD_OSS_ENDPOINT", "").strip().rstrip("/"),
         upload_concurrency=_int(env, "IMGMOD_UPLOAD_CONCURRENCY"),
+        billing=billing_from(env, ConfigError),
+        ui=load_ui_settings(env, ConfigError),
+        act=load_act_settings(env, ConfigError),
     )
 
 

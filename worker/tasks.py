@@ -22,16 +22,18 @@ from typing import Any
 
 import redis
 from celery import Task
-from celery.signals import task_received, worker_ready, worker_shutdown
+from celery.signals import celeryd_after_setup, task_received, worker_ready, worker_shutdown
 from sqlalchemy.exc import SQLAlchemyError
 
 from worker import store
 from worker.app import process_app, process_settings
+from worker.budget import BudgetUnavailable, Exhausted, Reservation
 from worker.durable import park_answer, slot_of, store_answer, take_parked_answer, with_db_retries
-from worker.errors import ModerationError, Throttled
+from worker.errors import ModerationError, Throttled, TransportError
 from worker.limits import LimiterUnavailable
 from worker.retry import Retry, backend_wait, countdown, decide_error, look_again_after
 from worker.runtime import Runtime, current_runtime, new_owner, process_runtime
+from worker.store.budgets import pause_item
 from worker.uploads import LocalFileProblem
 
 log = logging.getLogger("imgmod.task")
@@ -157,23 +159,52 @@ def _moderate_claimed(self: Task, rt: Runtime, item: store.ClaimedItem, owner: s
         return _fail_now(rt, item, owner, problem.code, problem.message)
     except ModerationError as err:
         return _handle_error(self, rt, item, owner, err)
+    held = _reserve(self, rt, item, owner)  # a unit of the budgets, or the row paused
+    if isinstance(held, str):
+        return held
     started = time.monotonic()
     try:
         with rt.metrics.in_flight():
             response = rt.client.moderate(item.service, ref, item.info_type)
     except ModerationError as err:
         rt.metrics.observe_call(err.code, time.monotonic() - started)
+        if rt.budget is not None and not isinstance(err, TransportError):
+            rt.budget.give_back(item.job_key, held)  # answered, not billed (a fault may be)
         return _handle_error(self, rt, item, owner, err)
     # Billed: durable first (Redis), bookkeeping after.
     is_parked = park_answer(rt, slot, response)
     rt.metrics.observe_call(200, time.monotonic() - started)
     rt.metrics.billed()
-
+    if rt.ledger is not None:
+        rt.ledger.billed(item.job_id, item.service, held)
     rt.limiter.on_success()
     outcome = store_answer(rt, item, owner, response, parked=is_parked)
     risk = response.data.risk_level if response.data else None
     _log_outcome(item, 200, response.request_id, f"{outcome} risk={risk}")
     return outcome
+
+
+def _reserve(
+    self: Task, rt: Runtime, item: store.ClaimedItem, owner: str
+) -> Reservation | str | None:
+    """A unit of the daily and job budgets before the call (:mod:`worker.budget`); when one is
+    used up the row is paused with the reason and ``"paused"`` is the outcome; None: no budget."""
+    if rt.budget is None or not rt.budget.applies(item.max_calls):
+        return None
+    try:
+        got = rt.budget.reserve(item.job_id, item.job_key, item.max_calls)
+    except BudgetUnavailable as exc:
+        return _release_for_later(self, rt, item, owner, "budget", exc)
+    if not isinstance(got, Exhausted):
+        return got
+    reason = got.reason
+    with_db_retries(
+        "pause_item",
+        lambda: pause_item(rt.engine, item.id, owner, reason),
+        time.monotonic() + 3600,
+    )
+    _log_outcome(item, "budget", None, reason)
+    return "paused"
 
 
 def _handle_error(
@@ -258,6 +289,20 @@ def publish_again(ids: Sequence[int]) -> None:
         moderate.apply_async((item_id,))
 
 
+# Celery's own two lines per message ("received", "succeeded in"): the outcome line below
+# says the same with the job, code and request id, and each line costs CPU on the hot path.
+PER_MESSAGE_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+
+
+@celeryd_after_setup.connect(dispatch_uid="imgmod.quiet-per-message")  # type: ignore[untyped-decorator]
+def _quiet_per_message_lines(**_: object) -> None:
+    """Runs after logging is set up and before the consumer builds its strategies (which
+    read the level once): below DEBUG, keep only Celery's warnings per message."""
+    verbose = logging.getLogger().level <= logging.DEBUG
+    for name in PER_MESSAGE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
+
+
 @worker_ready.connect(dispatch_uid="imgmod.leases.start")  # type: ignore[untyped-decorator]
 def _start_lease_keeper(**_: object) -> None:
     """Every worker renews its rows' leases and sweeps dead workers' rows from the start, not
@@ -275,6 +320,8 @@ def _stop_lease_keeper(**_: object) -> None:
     rt = current_runtime()
     if rt is not None:
         rt.leases.stop()
+        if rt.ledger is not None:
+            rt.ledger.flush()  # the last second's billed calls into SQL
 
 
 @task_received.connect(dispatch_uid="imgmod.in-hand")  # type: ignore[untyped-decorator]

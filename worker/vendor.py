@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from urllib.parse import urlsplit
 
 # --------------------------------------------------------------------- Usage notes
 
@@ -188,6 +189,35 @@ def validate_service(value: str) -> str:
             f"{_suggest(service, SERVICES)}; use {' or '.join(SERVICES)}",
         )
     return service
+
+
+def region_of_endpoint(endpoint: str) -> str | None:
+    """The region whose public or VPC endpoint ``endpoint`` names; None for any other host (an
+    emulator, a proxy): then no region's table applies."""
+    host = (urlsplit(endpoint).hostname or "").lower()
+    for region in REGIONS.values():
+        if host in (region.public_endpoint, region.vpc_endpoint):
+            return region.id
+    return None
+
+
+def service_not_offered(endpoint: str, service: str) -> str | None:
+    """The region table's answer when the endpoint's region does not list ``service`` ("Usage
+    notes", "Supported regions and endpoints"), else None: a job is refused at enqueue rather
+    than failing call by call. Rows that list no service (London, Silicon Valley, Frankfurt)
+    count as not listing it; the page's note that they reuse another region's console
+    configuration is quoted so the user can choose."""
+    region = region_of_endpoint(endpoint)
+    if region is None or service in REGIONS[region].services:
+        return None
+    listed = ", ".join(r.id for r in REGIONS.values() if service in r.services)
+    row = ", ".join(REGIONS[region].services) or (
+        "no service; the page notes it reuses the console configuration of Singapore or Virginia"
+    )
+    return (
+        f"the vendor's region table lists {service} for {listed} only, not for {region} "
+        f"({REGIONS[region].name}: {row}); set IMGMOD_REGION to one of the listed regions"
+    )
 
 
 # A retry code in IMGMOD_RETRY_PER_CODE: "403", "transport", "InvalidAction.NotFound"...

@@ -70,6 +70,8 @@ def upgrade() -> None:
     op.create_index(
         "ix_decisions_job_id_policy_version", "decisions", ["job_id", "policy_name", "policy_version"]
     )
+    # a job's current decisions in item order (store.latest_decisions pages by item id)
+    op.create_index("ix_decisions_job_id_item_id", "decisions", ["job_id", "item_id", "id"])
 
     op.create_table(
         "events",
@@ -147,6 +149,7 @@ def downgrade() -> None:
     op.drop_index("ix_events_job_id_kind", table_name="events")
     op.drop_index("ix_events_item_id_id", table_name="events")
     op.drop_table("events")
+    op.drop_index("ix_decisions_job_id_item_id", table_name="decisions")
     op.drop_index("ix_decisions_job_id_policy_version", table_name="decisions")
     op.drop_index("ix_decisions_job_id_decision", table_name="decisions")
     op.drop_index("ix_decisions_item_id_id", table_name="decisions")

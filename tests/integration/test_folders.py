@@ -127,3 +127,25 @@ def test_upload_tokens_expire_during_a_job_and_are_refreshed_not_fetched_per_ima
     assert stack.states("t") == {"done": 40, "rejected": 1}
     tokens = _oss_counts(stack.emulator).get("upload_tokens", 0)
     assert 1 < tokens < 20
+
+
+def test_files_without_an_image_extension_run_when_named_by_include(folder_stack: Stack) -> None:
+    stack = folder_stack
+    top = stack.tmp / "scans"
+    top.mkdir()
+    for n in range(3):
+        (top / f"scan{n}.dat").write_bytes(png_bytes(2000 + n))
+    (top / "readme.txt").write_text("not named by --include")
+
+    refused = stack.imgmod("enqueue", str(top), "--job", "plain", timeout=60)
+    assert refused.returncode != 0 and "no image files" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    stack.start_worker(concurrency=4)
+
+    out = stack.imgmod("run", str(top), "--include", "*.dat", "--job", "dat", timeout=180)
+
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert stack.states("dat") == {"done": 3}
+    assert stack.settled_stats()["billed"] == 3
+    nothing = stack.imgmod("enqueue", str(top), "--include", "*.raw", "--job", "raw", timeout=60)
+    assert nothing.returncode != 0 and "--include '*.raw'" in nothing.stderr

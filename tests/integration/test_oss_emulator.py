@@ -3,6 +3,7 @@ what imgmod's lister and uploader will rely on, proven with the vendor's own cli
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import time
 from collections.abc import Iterator
@@ -136,6 +137,24 @@ def test_head_get_and_put_round_trip(emu, root) -> None:
     with pytest.raises(Exception) as missing:
         client.head_object(oss.HeadObjectRequest(bucket="archive", key="photos/none.png"))
     assert _service_error(missing.value).status_code == 404
+
+
+def test_a_put_whose_body_does_not_match_its_content_md5_is_refused_invalid_digest(
+    emu, root
+) -> None:
+    client = _client(emu)
+    good = base64.b64encode(hashlib.md5(b"abc").digest()).decode()
+    put = client.put_object(
+        oss.PutObjectRequest(bucket="archive", key="md5/ok.png", body=b"abc", content_md5=good)
+    )
+    assert put.hash_crc64 is not None  # answered, and the SDK's own CRC check accepted it
+    with pytest.raises(Exception) as refused:
+        client.put_object(
+            oss.PutObjectRequest(bucket="archive", key="md5/bad.png", body=b"abd", content_md5=good)
+        )
+    error = _service_error(refused.value)
+    assert (error.status_code, error.code) == (400, "InvalidDigest")
+    assert not (root / REGION / "archive" / "md5" / "bad.png").exists()
 
 
 def test_a_key_cannot_escape_the_bucket(emu, root) -> None:

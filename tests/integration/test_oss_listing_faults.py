@@ -139,11 +139,18 @@ def test_500_503_and_a_reset_mid_prefix_are_retried_and_every_object_lands_once(
     assert stats["list"] == PAGES + 3, stats
 
 
+@pytest.mark.parametrize(
+    ("knob", "words"),
+    [
+        ("oss_list_fault_503", ("503", "again")),  # OSS away for good, as far as retries go
+        ("oss_list_fault_403", ("403", "oss:ListObjects")),  # permission taken away mid-prefix
+    ],
+)
 def test_a_fault_outlasting_the_retries_stops_with_one_line_and_the_rerun_resumes(
-    env, emulator, engine
+    env, emulator, engine, knob, words
 ):
     proc = start_and_wait_for_first_pages(env, engine, "outage")
-    emulator.configure(oss_list_fault_503=10_000)  # OSS away for good, as far as retries go
+    emulator.configure(**{knob: 10_000})
     code, out, err = finish(proc)
 
     assert code == 2, (code, err)
@@ -151,13 +158,13 @@ def test_a_fault_outlasting_the_retries_stops_with_one_line_and_the_rerun_resume
     # stderr also carries the plain progress lines ("enqueue: N lines, ..."); the error is one
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("enqueue:")]
     assert len(lines) == 1, err
-    assert "oss://synthetic" in lines[0] and "503" in lines[0] and "again" in lines[0]
+    assert "oss://synthetic" in lines[0] and all(w in lines[0] for w in words), lines[0]
     listed, done = listed_saved(engine, "outage")
     assert not done and MAX_KEYS <= listed < OBJECTS, listed
     rows, distinct = counts(engine, "outage")
     assert rows == distinct and rows >= listed  # what was recorded is recorded once
 
-    emulator.configure(oss_list_fault_503=0)
+    emulator.configure(**{knob: 0})
     before = oss_counts(emulator)["list"]
     again = run_imgmod(env, *enqueue_args("outage"), timeout=300)
     assert again.returncode == 0, again.stderr

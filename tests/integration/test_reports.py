@@ -181,6 +181,7 @@ def test_build_report_figures(engine, job):
         "done": 3,
         "failed": 2,
         "rejected": 1,
+        "paused": 0,
     }
     assert report.by_risk == {"high": 2, "none": 1}
     assert report.failures_by_code == {"404": 1, "405": 1}

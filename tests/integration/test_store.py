@@ -411,6 +411,7 @@ def test_state_counts_lists_every_state(engine, job):
         "done": 0,
         "failed": 0,
         "rejected": 1,
+        "paused": 0,  # waiting on a budget (worker.budget)
     }
 
 
@@ -641,3 +642,51 @@ def test_only_connection_class_errors_count_as_a_database_outage(engine, job):
     with pytest.raises(exc.DBAPIError) as bad_sql, engine.connect() as conn:
         conn.exec_driver_sql("SELECT no_such_column FROM items")
     assert not store.is_outage(bad_sql.value)
+
+
+def test_bulk_insert_keeps_any_text_and_time_exactly_skips_duplicates_and_keeps_order(
+    engine, job
+):
+    """PostgreSQL inserts through COPY, SQLite through raw multi-row statements: tabs,
+    newlines, backslashes, "\\N" and non-ASCII survive, timestamps read back to the
+    microsecond, a key already in the job (or twice in the batch) is skipped, and ids
+    follow the input order."""
+    from datetime import datetime, timezone
+
+    modified = datetime(2025, 3, 4, 5, 6, 7, 891011, tzinfo=timezone.utc)
+    odd = ["tab\there", "new\nline", "back\\slash", "\\N", "图片 é", "cr\rlf", ""]
+    rows = [
+        url_item(
+            n,
+            ref_key=f"k{n}:{text}",
+            oss_object=text or None,
+            referer=text,
+            last_modified=modified,
+            etag="E",
+            size=n,
+        )
+        for n, text in enumerate(odd)
+    ]
+    first = store.insert_items(engine, job.id, [*rows, rows[0]])
+    assert first == sorted(first) and len(first) == len(odd)
+    again = store.insert_items(engine, job.id, [rows[1], url_item(99), rejected_item(5)])
+    assert len(again) == 2  # rows[1] is already in the job
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(
+                store.items.c.id,
+                store.items.c.oss_object,
+                store.items.c.referer,
+                store.items.c.last_modified,
+                store.items.c.size,
+                store.items.c.created_at,
+                store.items.c.finished_at,
+                store.items.c.state,
+            ).order_by(store.items.c.id)
+        ).all()
+    assert [r.referer for r in stored[: len(odd)]] == odd
+    assert [r.oss_object for r in stored[: len(odd)]] == [t or None for t in odd]
+    assert {r.last_modified for r in stored[: len(odd)]} == {modified}
+    assert [r.size for r in stored[: len(odd)]] == list(range(len(odd)))
+    assert all(r.created_at.tzinfo is not None and r.finished_at is None for r in stored[:-1])
+    assert stored[-1].state == "rejected" and stored[-1].finished_at == stored[-1].created_at

@@ -32,8 +32,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "worker.params",
             "worker.urls",
             "worker.identity",  # pure: which image a reference is (pay once per image)
+            "worker.policy",  # pure: a policy parsed and validated, an answer decided
+            "worker.policy_text",  # pure: the policy's TOML and the line of each key
+            "worker.prices",  # pure: prices per 1,000 calls, the daily budget setting
             "worker.signing",
             "worker.logs",
+            "worker.settings_ui",  # the review page's settings, parsed for settings.py
+            "worker.settings_act",  # imgmod act/restore's settings, parsed for settings.py
         ),
     ),
     ("store", ("worker.store",)),
@@ -45,8 +50,12 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "worker.window",
             "worker.producer",
             "worker.oss",  # the OSS SDK client and one listing page
+            "worker.oss_actions",  # imgmod act/restore: one ACL, copy or delete request
+            "worker.webhook",  # signed webhook events, delivered with retries
             "worker.limits",
             "worker.limits_lua",
+            "worker.budget",  # a unit reserved in Redis before each call; the SQL ledger
+            "worker.budget_lua",
             "worker.client",
             "worker.upload_token",  # DescribeUploadToken through the client
             "worker.uploads",  # local files: checked, uploaded with a cached token
@@ -65,6 +74,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "worker.tasks",
             "worker.durable",  # the task's billed answer: parked, then stored
             "worker.app",
+            "worker.broker",  # kombu's Redis transport, one client per channel
             "worker.heartbeat",
         ),
     ),
@@ -73,13 +83,24 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "worker.watch",
             "worker.reports",
+            "worker.report_data",  # the report's chart figures, shared with the review page
+            "worker.report_html",  # imgmod report --html: one self-contained page (Jinja2)
+            "worker.decide",  # imgmod decide: a policy over a job's stored answers, no call
+            "worker.history",  # imgmod history: one image's story from SQL
+            "worker.dryrun",  # what a run would read, bill and cost, writing nothing
+            "worker.costs",  # billed calls and spend from the ledger
             "worker.doctor",
             "worker.doctor_oss",  # doctor --oss: one listing page, the service-read note
+            "worker.actions",  # act/restore: the plan (pure) and the paced run
             "worker.processes",
+            "worker.supervise",  # `imgmod worker`: one Celery worker process per core
             "worker.demo",
         ),
     ),
-    ("command line", ("worker.cli",)),
+    (
+        "command line and the review page",
+        ("worker.cli", "worker.ui"),  # ui: the web face of the same functions the CLI calls
+    ),
 )
 
 # The emulator stands apart: it shares only the signature with imgmod (so that a bug in
@@ -227,7 +248,13 @@ def test_only_the_process_starters_and_the_command_line_import_the_emulator():
 
 # Settings are read from the environment once, in one place, and passed down; the modules that
 # start child processes copy the environment for them. The emulator is a program of its own.
-ENVIRONMENT_READERS = ("worker.settings", "worker.processes", "worker.demo", EMULATOR)
+ENVIRONMENT_READERS = (
+    "worker.settings",
+    "worker.processes",
+    "worker.supervise",
+    "worker.demo",
+    EMULATOR,
+)
 
 
 _ENVIRONMENT = ("environ", "environb", "getenv", "putenv")

@@ -244,7 +244,7 @@ def test_the_lock_covers_every_pinned_dependency_of_pyproject() -> None:
             name, version = line.split("==")
             pins[re.sub(r"[-_.]+", "-", name).lower()] = version
     for spec in [*project["dependencies"], *project["optional-dependencies"]["dev"]]:
-        name, version = spec.split("==")
+        name, version = spec.split(";")[0].strip().split("==")  # "; python_version < ..." apart
         name = re.sub(r"\[.*\]", "", name)
         assert pins.get(re.sub(r"[-_.]+", "-", name).lower()) == version, spec
     assert "imgmod" not in pins and "setuptools" in pins

@@ -3,6 +3,8 @@ listing's pages and tokens, keys that must not leave a bucket, and the runtime k
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import time
 from pathlib import Path
 
@@ -15,7 +17,9 @@ from worker.emulator.oss import OssKnobs, list_xml, updated_oss_knobs
 from worker.emulator.oss_auth import OssError, Signed, TokenRegistry, authenticate_oss
 from worker.emulator.oss_store import (
     ObjectStore,
+    crc64ecma,
     decode_token,
+    digest_error,
     encode_token,
     parse_synthetic,
 )
@@ -220,3 +224,26 @@ def test_knobs_and_synthetic_option_validate() -> None:
     for bad in ("big", "B=1", "big=x"):
         with pytest.raises(ValueError):
             parse_synthetic(bad)
+
+
+def test_put_digests_are_checked_like_oss_when_sent() -> None:
+    body = b"the bytes of an image"
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    assert digest_error(body, None, None) is None
+    assert digest_error(body, md5, str(crc64ecma(body))) is None
+    for wrong in (
+        digest_error(body + b"!", md5, None),  # the body changed on the way
+        digest_error(body, "not base64", None),  # a malformed header is refused the same way
+        digest_error(body, base64.b64encode(b"short").decode(), None),
+        digest_error(body, None, str(crc64ecma(body) ^ 1)),
+        digest_error(body, None, "12x"),
+    ):
+        assert wrong is not None and (wrong.status, wrong.code) == (400, "InvalidDigest")
+
+
+def test_crc64ecma_is_the_one_the_sdk_computes() -> None:
+    from alibabacloud_oss_v2.crc import Crc64
+
+    crc = Crc64(0)
+    crc.update(b"hello world")
+    assert crc64ecma(b"hello world") == crc.sum64()

@@ -8,11 +8,12 @@ SDK against the emulator.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
 from alibabacloud_oss_v2 import exceptions as oss_exc
-from alibabacloud_oss_v2.models import ListObjectsV2Result, ObjectProperties
 
 from worker import oss, producer, store
 from worker.oss import ObjectInfo
@@ -127,21 +128,27 @@ class ScriptedBucket:
     def __init__(self, keys: list[str], page: int, fail_at: dict[int, Exception]) -> None:
         self.keys, self.page, self.fail_at, self.calls = keys, page, dict(fail_at), 0
 
-    def list_objects_v2(self, request):
-        start = int(request.continuation_token or 0)
+    def invoke_operation(self, op_input):
+        """What the SDK's transport returns for ListObjectsV2: the raw XML answer."""
+        start = int(op_input.parameters.get("continuation-token") or 0)
         index = start // self.page
         self.calls += 1
         if index in self.fail_at:
             raise self.fail_at.pop(index)
         chunk = self.keys[start : start + self.page]
         end = start + len(chunk)
-        return ListObjectsV2Result(
-            contents=[
-                ObjectProperties(key=k, size=10, etag='"E"', last_modified=T0) for k in chunk
-            ],
-            is_truncated=end < len(self.keys),
-            next_continuation_token=str(end) if end < len(self.keys) else None,
+        body = "".join(
+            f"<Contents><Key>{quote(k)}</Key><LastModified>2024-01-02T03:04:05.000Z"
+            '</LastModified><ETag>"E"</ETag><Size>10</Size></Contents>'
+            for k in chunk
         )
+        more = end < len(self.keys)
+        token = f"<NextContinuationToken>{end}</NextContinuationToken>" if more else ""
+        xml = (
+            f"<ListBucketResult><EncodingType>url</EncodingType>{body}"
+            f"<IsTruncated>{str(more).lower()}</IsTruncated>{token}</ListBucketResult>"
+        )
+        return SimpleNamespace(http_response=SimpleNamespace(content=xml.encode()))
 
 
 def service_error(status: int) -> Exception:
@@ -212,7 +219,37 @@ def test_a_listing_stopped_midway_resumes_without_gap_or_duplicate(engine, monke
 def test_transient_faults_give_up_after_the_attempts_with_advice(monkeypatch):
     sleeps: list[float] = []
     bucket = ScriptedBucket(["a.png"], 1, {})
-    bucket.list_objects_v2 = lambda request: (_ for _ in ()).throw(service_error(500))
+    bucket.invoke_operation = lambda op_input: (_ for _ in ()).throw(service_error(500))
     with pytest.raises(oss.OssListingFailed, match="run the same command again"):
         oss.list_page(bucket, "bkt", "", None, attempts=4, sleep=sleeps.append)
     assert sleeps == [0.5, 1.0, 2.0]
+
+
+def test_a_listing_page_is_read_from_the_raw_answer_with_keys_decoded():
+    body = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult><Name>b</Name>'
+        b"<EncodingType>url</EncodingType><IsTruncated>true</IsTruncated>"
+        b"<Contents><Key>a%20b/%E5%9B%BE%2B1.png</Key>"
+        b"<LastModified>2024-01-02T03:04:05.000Z</LastModified>"
+        b'<ETag>"5B0D"</ETag><Size>42</Size></Contents>'
+        b'<Contents><Key>c.png</Key><ETag>"X"</ETag><Size>0</Size></Contents>'
+        b"<NextContinuationToken>next%2Fone</NextContinuationToken></ListBucketResult>"
+    )
+    page = oss.parse_list_body(body, "b")
+    assert page.objects == (
+        ObjectInfo(
+            "a b/\u56fe+1.png", 42, "5B0D", datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+        ),
+        ObjectInfo("c.png", 0, "X", None),
+    )
+    assert page.next_token == "next/one"
+    last = oss.parse_list_body(
+        b"<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>", "b"
+    )
+    assert last == oss.Page((), None)
+
+
+@pytest.mark.parametrize("body", [b"<html>gateway</html>", b"<ListBucketResult><Contents>"])
+def test_an_answer_that_is_not_a_listing_is_one_error_naming_the_bucket(body):
+    with pytest.raises(oss.OssListingUnreadable, match="oss://b: .*IMGMOD_OSS_ENDPOINT"):
+        oss.parse_list_body(body, "b")

@@ -142,3 +142,13 @@ def test_each_top_up_publishes_the_rows_it_took_once_each(
     states = item_states(engine)
     assert sorted(published) == sorted(i for i, s in states.items() if s == "queued")
     assert not any(states[i] == "rejected" for i in published)  # never a rejected line
+
+
+def test_a_copy_line_escapes_what_copy_text_would_misread() -> None:
+    from datetime import datetime, timezone
+
+    from worker.store.items import copy_line
+
+    moment = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+    line = copy_line(["a\tb\\c\nd\re", None, 7, moment, ""])
+    assert line == "a\\tb\\\\c\\nd\\re\t\\N\t7\t2026-01-02T03:04:05.000006+00:00\t\n"

@@ -152,3 +152,23 @@ def test_a_huge_url_is_refused_by_its_raw_length_without_encoding_it() -> None:
 )
 def test_remove_dot_segments_follows_rfc_3986(path: str, expected: str) -> None:
     assert remove_dot_segments(path) == expected
+
+
+def test_every_ascii_control_and_space_is_refused_at_its_position_and_nothing_else() -> None:
+    """The ASCII fast path of the character check refuses exactly what the Unicode rule does."""
+    import unicodedata
+
+    for code in range(128):
+        char = chr(code)
+        forbidden = char.isspace() or unicodedata.category(char) in ("Cc", "Zs")
+        url = f"https://example.com/a{char}b.png"
+        if forbidden:
+            with pytest.raises(InvalidParameter, match=f"U\\+{code:04X}\\) at position 21"):
+                normalize_url(url)
+        else:
+            try:
+                normalize_url(url)
+            except InvalidParameter as exc:
+                assert "control character" not in str(exc)
+    with pytest.raises(InvalidParameter, match="U\\+200B"):  # a non-ASCII one: the slow path
+        normalize_url("https://example.com/a\u200bb.png")

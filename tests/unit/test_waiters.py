@@ -12,6 +12,8 @@ import sqlalchemy as sa
 
 from worker import store
 from worker.results import parse_response
+from worker.store.engine import write
+from worker.store.reuse import may_link
 
 VENDOR = Path(__file__).resolve().parent.parent / "data" / "vendor"
 SERVICE = "baselineCheck_global"
@@ -130,7 +132,45 @@ def test_a_failed_original_releases_one_waiter_and_the_others_wait_for_it(engine
     assert row(engine, ids["z.png"]).reused_from == ids["y.png"]
 
 
-def test_a_rescan_inserts_no_waiters(engine) -> None:
+def test_without_a_scope_nothing_is_linked(engine) -> None:
     job = store.get_or_create_job(engine, "r", SERVICE, INFO)
     store.insert_reusing(engine, job.id, [new_file("x.png", "a"), new_file("y.png", "a")], None)
     assert len(take_all(engine)) == 2
+
+
+def test_a_rescan_takes_no_stored_answer_but_copies_in_flight_still_wait(engine) -> None:
+    first = insert(engine, "first", [("x.png", "a")])
+    take_all(engine)
+    answer(engine, first["x.png"])  # a stored answer the rescan must not take
+    job = store.get_or_create_job(engine, "rescan", SERVICE, INFO)
+    rescan = store.ReuseScope(SERVICE, INFO, stored=False)
+
+    inserted = store.insert_reusing(
+        engine, job.id, [new_file("x.png", "a"), new_file("y.png", "a")], rescan
+    )
+
+    assert inserted.reused == 0
+    x, y = sorted(inserted.ids)
+    assert row(engine, x).waits_for is None and row(engine, x).reused_from is None
+    assert row(engine, y).waits_for == x  # the byte-identical copy waits for one fresh call
+    assert take_all(engine) == [x]
+    request_id = answer(engine, x)
+    assert store.settle_waiters(engine) == store.Settled(copied=1)
+    assert (row(engine, y).state, row(engine, y).reused_from) == ("done", x)
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(store.results.c.request_id).where(store.results.c.item_id == y)
+        ).scalar_one()
+    assert stored == request_id
+
+
+def test_a_batch_of_new_images_skips_the_links_after_one_probe(engine) -> None:
+    scope = store.ReuseScope(SERVICE, INFO)
+    job = store.get_or_create_job(engine, "probe", SERVICE, INFO)
+    fresh = [new_file("x.png", "a"), new_file("y.png", "b")]
+    with write(engine) as conn:
+        assert not may_link(conn, fresh, scope)
+        assert may_link(conn, [*fresh, new_file("z.png", "a")], scope)  # a copy inside
+    store.insert_reusing(engine, job.id, fresh, scope)
+    with write(engine) as conn:
+        assert may_link(conn, [new_file("w.png", "b")], scope)  # a copy already stored

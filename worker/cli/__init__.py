@@ -6,7 +6,8 @@ written unless it says so); 1 an unexpected error. No command prints a traceback
 with ``imgmod --debug``.
 
 Commands by family: :mod:`~worker.cli.jobs` (enqueue, run, wait, resume, retry, status),
-:mod:`~worker.cli.results` (export, report), :mod:`~worker.cli.admin` (db, doctor, worker,
+:mod:`~worker.cli.results` (export, report), :mod:`~worker.cli.governance` (decide, history),
+:mod:`~worker.cli.actions` (act, restore), :mod:`~worker.cli.admin` (db, doctor, worker,
 demo, emulator); what they share is in :mod:`~worker.cli.context`, the one-line errors in
 :mod:`~worker.cli.errors`.
 """
@@ -19,7 +20,7 @@ from typing import Any
 
 import click
 
-from worker.cli import admin, jobs, results
+from worker.cli import actions, admin, costs, governance, jobs, results, ui
 from worker.cli.context import CommandEnv
 from worker.cli.errors import explain
 from worker.settings import ConfigError, load_settings
@@ -77,7 +78,15 @@ def main(ctx: click.Context, log_format: str | None, debug: bool) -> None:
     configure_logging(level, log_format or fmt, credential_secrets())
 
 
-for _command in (*jobs.COMMANDS, *results.COMMANDS, *admin.COMMANDS):
+for _command in (
+    *jobs.COMMANDS,
+    *results.COMMANDS,
+    *governance.COMMANDS,
+    *actions.COMMANDS,
+    *admin.COMMANDS,
+    *costs.COMMANDS,
+    *ui.COMMANDS,
+):
     main.add_command(_command)
 for _name, _command in admin.emulator_commands().items():
     main.add_command(_command, _name)

@@ -89,13 +89,42 @@ def worker_launch(
     return argv, carried
 
 
+def worker_group_launch(
+    settings: Settings,
+    processes: int,
+    loglevel: str | None = None,
+    hostname: str | None = None,
+) -> list[tuple[list[str], dict[str, str]]]:
+    """:func:`worker_launch` for each of ``processes`` worker processes, the worker's threads
+    (``settings.worker_concurrency``) split over them, each under its own node name; with
+    metrics on, process ``i`` (from 0) serves them on ``IMGMOD_METRICS_PORT + i``. Pure."""
+    from worker.supervise import member_hostname, threads_per_process
+
+    each = replace(
+        settings, worker_concurrency=threads_per_process(settings.worker_concurrency, processes)
+    )
+    launches = []
+    for i in range(processes):
+        argv, carried = worker_launch(each, loglevel, member_hostname(hostname, i + 1))
+        if settings.metrics_port:
+            carried["IMGMOD_METRICS_PORT"] = str(settings.metrics_port + i)
+        launches.append((argv, carried))
+    return launches
+
+
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.option(
     "--concurrency",
     "-c",
     type=click.IntRange(min=1),
     default=None,
-    help="Threads (default IMGMOD_WORKER_CONCURRENCY).",
+    help="Threads, split over the processes (default IMGMOD_WORKER_CONCURRENCY).",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes (default IMGMOD_WORKER_PROCESSES: one per core).",
 )
 @click.option("--loglevel", "-l", default=None)
 @click.option("--hostname", "-n", default=None)
@@ -104,19 +133,27 @@ def worker_launch(
 def worker(
     env: CommandEnv,
     concurrency: int | None,
+    processes: int | None,
     loglevel: str | None,
     hostname: str | None,
     celery_args: tuple[str, ...],
 ) -> None:
-    """Start a Celery worker (same as `celery -A worker worker`, friendlier defaults)."""
+    """Start the worker: one Celery worker process per core (IMGMOD_WORKER_PROCESSES), each
+    a thread pool (as `celery -A worker worker`), sharing one rate limiter."""
+    from worker.supervise import Child, processes_for, supervise, usable_cores
+
     settings = env.settings
     if concurrency is not None:
         settings = replace(settings, worker_concurrency=concurrency)
+    count = processes_for(processes or settings.worker_processes, usable_cores())
     _preflight_worker(settings)
-    from worker.processes import exec_worker
+    if count == 1:
+        from worker.processes import exec_worker
 
-    argv, carried = worker_launch(settings, loglevel, hostname)
-    exec_worker([*argv, *celery_args], carried)
+        argv, carried = worker_launch(settings, loglevel, hostname)
+        exec_worker([*argv, *celery_args], carried)
+    launches = worker_group_launch(settings, count, loglevel, hostname)
+    sys.exit(supervise([Child([*argv, *celery_args], carried) for argv, carried in launches]))
 
 
 def _preflight_worker(settings: Settings) -> None:

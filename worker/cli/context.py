@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from celery import Celery
     from sqlalchemy.engine import Engine
 
+    from worker.sources.oss_prefix import Filters
+
 
 @dataclass(frozen=True)
 class CommandEnv:
@@ -62,13 +64,14 @@ def celery_app(settings: Settings) -> Celery:
     return process_app(settings)
 
 
-def check_inputs(inputs: Sequence[str]) -> None:
-    """Refuse the command, before anything is written, when an input can't be read at all."""
+def check_inputs(inputs: Sequence[str], folder_filters: Filters | None = None) -> None:
+    """Refuse the command, before anything is written, when an input can't be read at all
+    (a folder under ``--include``/``--exclude`` when given: it may hold no image by name)."""
     from worker.sources import InputError, check_input
 
     for path in inputs:
         try:
-            check_input(path)
+            check_input(path, folder_filters)
         except InputError as exc:
             raise InputRefused(f"{exc}; nothing was enqueued") from None
 

@@ -15,6 +15,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from worker.settings import Settings
 
 EXIT_OK, EXIT_CRASH, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+# run/wait: every row closed, some paused on a budget (worker.budget); `imgmod resume` goes on.
+EXIT_BUDGET = 4
 _URL_PASSWORD = re.compile(r"(?<=://)([^:/@\s]*):([^@\s]*)@")
 
 

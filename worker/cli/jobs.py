@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from worker import store
+from worker.cli import budget
 from worker.cli.context import (
     CommandEnv,
     celery_app,
@@ -23,7 +24,7 @@ from worker.cli.context import (
     open_database,
     pass_env,
 )
-from worker.cli.errors import CliError
+from worker.cli.errors import EXIT_BUDGET, CliError
 from worker.cli.progress import print_counts, progress_bar, render_follow
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ _input_options = [
         help="Reuse stored answers for URLs too (same normalised URL); off by default, since "
         "the content behind a URL can change.",
     ),
+    *budget.OPTIONS,  # --max-calls, --dry-run, --json
 ]
 
 
@@ -115,15 +117,40 @@ def _enqueue(
     *,
     rescan: bool = False,
     reuse_urls: bool = False,
+    max_calls: int | None = None,
+    dry_run: bool = False,
+    as_json: bool = False,
 ) -> tuple[Engine, Celery, store.Job]:
     """Check inputs, database and broker (in that order: nothing is written when one fails),
-    open the job and enqueue the inputs into it."""
+    open the job and enqueue the inputs into it. ``dry_run``: print the estimate and exit 0."""
+    if dry_run:
+        from worker.cli.dryrun import dry_run as estimate_run
+
+        estimate_run(
+            env,
+            inputs,
+            job_name,
+            service,
+            info_type,
+            referer,
+            oss_region,
+            listing_args,
+            rescan=rescan,
+            reuse_urls=reuse_urls,
+            as_json=as_json,
+            max_calls=max_calls,
+        )
+        sys.exit(0)
+    if as_json:
+        raise CliError("--json goes with --dry-run")
     from worker.cli.listing import folder_filters_for, listing_for, oss_errors
     from worker.producer import eager_top_up, enqueue_inputs, open_job, reuse_scope
     from worker.vendor import InvalidParameter
 
     settings = env.settings
-    check_inputs(inputs)
+    check_inputs(
+        inputs, folder_filters_for(inputs, listing_args["include"], listing_args["exclude"])
+    )
     engine = open_database(settings)
     app = celery_app(settings)
     check_broker(app, settings)
@@ -136,6 +163,10 @@ def _enqueue(
         raise CliError(f"{_OPTION_OF_FIELD.get(exc.field, exc.field)}: {exc.reason}") from None
     except ValueError as exc:  # the name is taken by a job of another service
         raise CliError(str(exc)) from None
+    if max_calls is not None:  # before any row exists: the first claim sees the cap
+        from worker.store.budgets import set_max_calls
+
+        set_max_calls(engine, job.id, max_calls)
     with progress_bar("enqueue") as update, oss_errors():
         done = enqueue_inputs(
             engine,
@@ -182,7 +213,10 @@ def _follow(
 ) -> int:
     from worker.watch import follow_job
 
-    return render_follow(job.name, follow_job(engine, app, env.settings, job, stall, timeout))
+    code = render_follow(job.name, follow_job(engine, app, env.settings, job, stall, timeout))
+    if code == EXIT_BUDGET:
+        budget.paused_note(engine, job)
+    return code
 
 
 @click.command()
@@ -202,6 +236,9 @@ def enqueue(
     since_job: str | None,
     rescan: bool,
     reuse_urls: bool,
+    max_calls: int | None,
+    dry_run: bool,
+    as_json: bool,
 ) -> None:
     """Read INPUT files (.txt, .csv, .jsonl, or - for stdin) or OSS prefixes
     (oss://BUCKET/PREFIX) into a job and queue them."""
@@ -219,6 +256,9 @@ def enqueue(
         listing_args,
         rescan=rescan,
         reuse_urls=reuse_urls,
+        max_calls=max_calls,
+        dry_run=dry_run,
+        as_json=as_json,
     )
 
 
@@ -254,6 +294,9 @@ def run(
     since_job: str | None,
     rescan: bool,
     reuse_urls: bool,
+    max_calls: int | None,
+    dry_run: bool,
+    as_json: bool,
 ) -> None:
     """Enqueue INPUT files or OSS prefixes, then wait for the job with live progress."""
     listing_args = dict(
@@ -270,6 +313,9 @@ def run(
         listing_args,
         rescan=rescan,
         reuse_urls=reuse_urls,
+        max_calls=max_calls,
+        dry_run=dry_run,
+        as_json=as_json,
     )
     sys.exit(_follow(env, engine, app, job, stall_seconds, timeout))
 
@@ -284,22 +330,6 @@ def wait(env: CommandEnv, job_name: str, stall_seconds: float, timeout: float | 
     engine = open_database(env.settings)
     job = find_job(engine, job_name)
     sys.exit(_follow(env, engine, celery_app(env.settings), job, stall_seconds, timeout))
-
-
-@click.command()
-@click.argument("job_name")
-@pass_env
-def resume(env: CommandEnv, job_name: str) -> None:
-    """Re-enqueue JOB's pending, queued and expired-lease rows (after a broker loss)."""
-    from worker.producer import eager_top_up, requeue_open
-
-    settings = env.settings
-    engine = open_database(settings)
-    job = find_job(engine, job_name)
-    app = celery_app(settings)
-    check_broker(app, settings)
-    n = requeue_open(engine, job, eager_top_up(engine, app, settings.queue_window))
-    click.echo(f"re-enqueued {n} references")
 
 
 @click.command()
@@ -342,6 +372,7 @@ def status(env: CommandEnv, job_name: str | None, as_json: bool) -> None:
                 "accepted": job.accepted,
                 "duplicates": job.duplicates,
                 "states": counts,
+                "budget": budget.budget_status(engine, job, env.settings),
             }
         )
     if as_json:
@@ -349,6 +380,7 @@ def status(env: CommandEnv, job_name: str | None, as_json: bool) -> None:
         return
     for row in rows:
         print_counts(row["job"], row["states"])
+        budget.print_budget(row["budget"])
 
 
-COMMANDS = (enqueue, run, wait, resume, retry, status)
+COMMANDS = (enqueue, run, wait, budget.resume, retry, status)

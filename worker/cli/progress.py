@@ -15,7 +15,7 @@ from typing import Protocol
 import click
 
 from worker import watch
-from worker.cli.errors import EXIT_INCOMPLETE, EXIT_OK
+from worker.cli.errors import EXIT_BUDGET, EXIT_INCOMPLETE, EXIT_OK
 
 PLAIN_EVERY_SECONDS = 10.0  # a line per this long when stderr is no terminal (logs, cron mail)
 
@@ -101,7 +101,7 @@ def _note(event: watch.Event) -> str | None:
 
 def render_follow(name: str, events: Iterable[watch.Event]) -> int:
     """Show a followed job's events; returns the exit code: 0 every reference done, 3 some
-    failed or rejected, or still open at the timeout."""
+    failed or rejected, or still open at the timeout, 4 some paused on a budget."""
     finished: watch.Finished | None = None
     with progress_bar(f"job {name}") as update:
         for event in events:
@@ -114,4 +114,6 @@ def render_follow(name: str, events: Iterable[watch.Event]) -> int:
     if finished is None:
         return EXIT_INCOMPLETE
     print_counts(name, finished.counts)
+    if finished.counts.get("paused"):
+        return EXIT_BUDGET
     return EXIT_OK if finished.all_done else EXIT_INCOMPLETE

@@ -26,6 +26,7 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
+from worker.emulator.oss_acl import ObjectAcls, is_object_extra, object_extra
 from worker.emulator.oss_auth import OssError, Signed, TokenRegistry, authenticate_oss
 from worker.emulator.oss_store import (
     BUCKET_RE,
@@ -33,7 +34,9 @@ from worker.emulator.oss_store import (
     ObjectInfo,
     ObjectStore,
     Page,
+    crc64ecma,
     decode_token,
+    digest_error,
 )
 from worker.emulator.serving import abort_connection
 
@@ -149,6 +152,7 @@ class OssServer:
         self.knobs = knobs
         self.url = ""
         self.counts: dict[str, int] = {}
+        self.acls = ObjectAcls()  # object ACLs (worker.emulator.oss_acl)
         self._runner: web.AppRunner | None = None
 
     def build_app(self) -> web.Application:
@@ -244,6 +248,14 @@ class OssServer:
                 )
             return await self._list(request, bucket, signed, common)
         self._check_object_grant(signed, bucket, key, request.method)
+        if is_object_extra(request.method, raw_query, headers):  # ACLs, copy, delete: oss_acl
+            extra = await object_extra(
+                request, store=self.store, acls=self.acls, bucket=bucket, key=key, signed=signed,
+                denied=self.knobs.oss_deny_list, common=common, count=self._count,
+            )  # fmt: skip
+            if isinstance(extra, OssError):
+                raise _Refusal(extra.status, extra.code, extra.message)
+            return extra
         if request.method in ("GET", "HEAD"):
             return await self._read(request, bucket, key, common)
         if request.method == "PUT":
@@ -327,10 +339,15 @@ class OssServer:
     ) -> web.StreamResponse:
         self._count("put")
         body = await request.read()
+        sent = request.headers
+        refused = digest_error(body, sent.get("Content-MD5"), sent.get("x-oss-hash-crc64ecma"))
+        if refused is not None:  # checked before anything is stored, as OSS does
+            raise _Refusal(refused.status, refused.code, refused.message)
         info = await asyncio.to_thread(self.store.put, bucket, key, body)
         if info is None:
             raise _Refusal(400, "InvalidObjectName", "The object name is not valid here.")
-        return web.Response(headers=dict(common, ETag=info.etag))
+        crc = str(crc64ecma(body))  # OSS answers with it; the SDK checks it against its own
+        return web.Response(headers=dict(common, ETag=info.etag, **{"x-oss-hash-crc64ecma": crc}))
 
 
 def _object_headers(info: ObjectInfo) -> dict[str, str]:

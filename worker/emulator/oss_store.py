@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import overload
 
+import crcmod
+
+from worker.emulator.oss_auth import OssError
 from worker.emulator.samples import png_bytes
 
 MAX_KEYS = 1000
@@ -51,6 +54,37 @@ class Page:
 
 def quoted_md5(body: bytes) -> str:
     return '"' + hashlib.md5(body, usedforsecurity=False).hexdigest().upper() + '"'
+
+
+# OSS's CRC-64/XZ (ECMA-182, reflected), the x-oss-hash-crc64ecma header: the SDK's own
+# parameters (alibabacloud_oss_v2.crc), through crcmod, which the SDK already depends on.
+crc64ecma = crcmod.mkCrcFun(0x142F0E1EBA9EA3693, initCrc=0, xorOut=0xFFFFFFFFFFFFFFFF, rev=True)
+
+
+def digest_error(body: bytes, content_md5: str | None, crc64: str | None) -> OssError | None:
+    """How OSS refuses a PutObject whose body does not match the digests its headers sent
+    (pure): ``Content-MD5`` (base64 of the MD5) and ``x-oss-hash-crc64ecma`` (decimal), each
+    checked only when sent; a malformed one is refused like a wrong one (400 InvalidDigest)."""
+    if content_md5 is not None:
+        try:
+            sent = base64.b64decode(content_md5.strip(), validate=True)
+        except ValueError:
+            sent = b""
+        if len(sent) != 16:
+            return OssError(400, "InvalidDigest", "The Content-MD5 you specified was invalid.")
+        if sent != hashlib.md5(body, usedforsecurity=False).digest():
+            return OssError(
+                400,
+                "InvalidDigest",
+                "The Content-MD5 you specified did not match what was received.",
+            )
+    if crc64 is not None and crc64.strip() != str(crc64ecma(body)):
+        return OssError(
+            400,
+            "InvalidDigest",
+            "The x-oss-hash-crc64ecma you specified did not match what was received.",
+        )
+    return None
 
 
 def parse_synthetic(value: str) -> tuple[str, int]:

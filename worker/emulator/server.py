@@ -24,6 +24,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from worker.emulator.aigc import SERVICE as AIGC_SERVICE
+from worker.emulator.aigc import aigc_answer_for_digest
 from worker.emulator.answers import answer_for_digest
 from worker.emulator.auth import (
     AccessKey,
@@ -246,6 +248,8 @@ class Emulator:
                 f"The image is too large: {info.width} x {info.height} px exceeds 16384 px "
                 "per edge or 167 million pixels.",
             )
+        if req.service == AIGC_SERVICE:  # its own label set (worker.emulator.aigc)
+            return Answer(200, "OK", aigc_answer_for_digest(digest, req.data_id))
         return Answer(200, "OK", answer_for_digest(digest, req.data_id, req.info_types))
 
     @staticmethod

@@ -26,8 +26,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import IO
 
+from worker.sources.folder import check_folder
 from worker.sources.kinds import kind_of
 from worker.sources.lines import MAX_LINE_BYTES
+from worker.sources.oss_prefix import Filters
 from worker.sources.records import (
     RAW_LIMIT,
     Accepted,
@@ -74,10 +76,16 @@ def read_inputs(
     return _read_all(list(paths), Defaults(oss_region, referer), stdin)
 
 
-def check_input(path: str) -> None:
+def check_input(path: str, folder_filters: Filters | None = None) -> None:
     """Raise the :class:`InputError` for ``path`` if it can't be read as an input: missing,
-    a directory, unreadable (it is opened to find out), or of an unknown format."""
-    kind_of(path).check(path)
+    a directory, unreadable (it is opened to find out), or of an unknown format. A folder is
+    checked under ``folder_filters`` when given (``--include '*.dat'`` makes a folder of
+    ``.dat`` files an input; without it such a folder holds no image)."""
+    kind = kind_of(path)
+    if folder_filters is not None and kind.name == "folder":
+        check_folder(path, folder_filters)
+        return
+    kind.check(path)
 
 
 def _read_all(paths: list[str], defaults: Defaults, stdin: IO[bytes] | None) -> Iterator[Record]:

@@ -80,9 +80,11 @@ def claims_folder(path: str) -> bool:
     return target.is_dir() or (target.is_file() and is_image_name(target.name))
 
 
-def check_folder(path: str) -> None:
+def check_folder(path: str, filters: Filters = DEFAULT_FILTERS) -> None:
     """Refuse, before anything is read, a path that is gone or a folder with no image at all
-    (a folder of reference files is most likely meant as ``folder/*.txt``)."""
+    (a folder of reference files is most likely meant as ``folder/*.txt``). Under
+    ``--include``/``--exclude`` (``filters``), "an image" is a file those globs keep: the
+    user named the files, whatever their extension."""
     target = Path(path)
     if not target.exists():
         raise InputNotFound(path, "input not found; check the path")
@@ -92,7 +94,15 @@ def check_folder(path: str) -> None:
         return
     if not os.access(target, os.R_OK | os.X_OK):
         raise InputUnreadable(path, "folder cannot be read (permission denied); check its mode")
-    if next(walk(target), None) is None:
+    if next(walk(target, filters), None) is None:
+        if filters != DEFAULT_FILTERS:
+            globs = " ".join(
+                [f"--include {g!r}" for g in filters.include]
+                + [f"--exclude {g!r}" for g in filters.exclude]
+            )
+            raise InputIsADirectory(
+                path, f"no file in this folder is kept by {globs}; check the patterns"
+            )
         raise InputIsADirectory(
             path,
             "is a directory with no image files (png, jpg, jpeg, bmp, webp, tiff, svg, heif, "

@@ -17,8 +17,10 @@ One module per job: :mod:`~worker.store.schema` (tables and states), :mod:`~work
 :mod:`~worker.store.leases` (the worker's side), :mod:`~worker.store.answers` (billed answers,
 in SQL and parked in Redis), :mod:`~worker.store.reuse` (answers reused across jobs),
 :mod:`~worker.store.waiters` (copies of an image in flight, settled when it is answered),
-:mod:`~worker.store.listings` (where an OSS listing stands) and :mod:`~worker.store.queries`
-(reads for reports and status).
+:mod:`~worker.store.listings` (where an OSS listing stands), :mod:`~worker.store.decisions`
+(policies' and reviewers' decisions, append-only; what a policy run reads in
+:mod:`~worker.store.decision_inputs`), :mod:`~worker.store.events` (the append-only
+events log, one image's history) and :mod:`~worker.store.queries` (reads for reports and status).
 This package re-exports their public names, so ``from worker import store;
 store.claim_item(...)`` reads as one module.
 """
@@ -26,7 +28,36 @@ store.claim_item(...)`` reads as one module.
 from __future__ import annotations
 
 from worker.store.answers import record_result, storable
+from worker.store.decision_inputs import (
+    CurrentDecision,
+    DecisionInput,
+    decision_inputs,
+    policy_hashes,
+)
+from worker.store.decisions import (
+    Decision,
+    NewDecision,
+    current_decisions,
+    decision_counts,
+    decisions_by_policy,
+    item_decisions,
+    latest_decisions,
+    record_decisions,
+)
 from worker.store.engine import POOL_SIZE, is_outage, make_engine
+from worker.store.events import (
+    EVENT_KINDS,
+    Event,
+    ItemHistory,
+    NewEvent,
+    StoredAnswer,
+    append_event,
+    append_events,
+    find_items,
+    item_events,
+    item_history,
+    job_events,
+)
 from worker.store.items import (
     RAW_INPUT_LIMIT,
     NewItem,
@@ -76,10 +107,13 @@ from worker.store.reuse import Inserted, ReuseScope, insert_reusing
 # Last: ``store.items`` and ``store.jobs`` are the tables (as callers have always used them),
 # not the submodules of the same names that the imports above bound first.
 from worker.store.schema import (
+    DECISIONS,
     KINDS,
     OPEN_STATES,
     STATES,
     UTCDateTime,
+    decisions,
+    events,
     items,
     jobs,
     metadata,
@@ -89,6 +123,31 @@ from worker.store.schema import (
 from worker.store.waiters import Settled, settle_waiters
 
 __all__ = [
+    "DECISIONS",
+    "EVENT_KINDS",
+    "Decision",
+    "DecisionInput",
+    "Event",
+    "ItemHistory",
+    "NewDecision",
+    "NewEvent",
+    "StoredAnswer",
+    "append_event",
+    "append_events",
+    "current_decisions",
+    "decision_counts",
+    "decision_inputs",
+    "decisions",
+    "decisions_by_policy",
+    "events",
+    "find_items",
+    "item_decisions",
+    "item_events",
+    "item_history",
+    "job_events",
+    "latest_decisions",
+    "policy_hashes",
+    "record_decisions",
     "KINDS",
     "MIGRATIONS_DIR",
     "OPEN_STATES",
@@ -96,6 +155,7 @@ __all__ = [
     "RAW_INPUT_LIMIT",
     "STATES",
     "ClaimedItem",
+    "CurrentDecision",
     "Inserted",
     "Job",
     "Listing",

@@ -21,6 +21,7 @@ the way out. Entries expire after :data:`ANSWER_TTL_S` whatever happens.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -28,12 +29,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from worker.results import ModerationResponse
 from worker.store.engine import write
-from worker.store.schema import items, result_labels, results
-from worker.store.sql import clip, insert_for, now
+from worker.store.schema import UTCDateTime, items, result_labels, results
+from worker.store.sql import clip, now
 
 KEY_PREFIX = "imgmod:answer:"
 # Long enough to outlive a weekend database outage followed by a worker crash; short enough
@@ -47,8 +49,42 @@ _NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 # --------------------------------------------------------------------------- in SQL
 
 
+@functools.cache
+def _result_statements(dialect: str) -> tuple[Any, Any, Any, Any]:
+    """The four statements of :func:`record_result`, built once per database kind: building
+    a Core statement (coercion, cache key) costs more than running it on SQLite, and this is
+    the hot path. ``(job_of_item, insert_result, insert_labels, mark_done)``."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    job_of_item = sa.select(items.c.job_id).where(items.c.id == sa.bindparam("item_id"))
+    insert_result = (
+        insert(results)
+        .on_conflict_do_nothing(index_elements=["item_id", "service"])
+        .returning(results.c.id)
+    )
+    mark_done = (
+        sa.update(items)
+        .where(items.c.id == sa.bindparam("done_id"))
+        .values(
+            state="done",
+            last_code=sa.bindparam("done_code"),
+            last_message=sa.bindparam("done_msg"),
+            last_error=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            finished_at=sa.bindparam("moment", type_=UTCDateTime()),
+            updated_at=sa.bindparam("moment", type_=UTCDateTime()),
+        )
+    )
+    return job_of_item, insert_result, sa.insert(result_labels), mark_done
+
+
 def record_result(
-    engine: Engine, item_id: int, owner: str, service: str, response: ModerationResponse
+    engine: Engine,
+    item_id: int,
+    owner: str,
+    service: str,
+    response: ModerationResponse,
+    job_id: int | None = None,
 ) -> bool:
     """Store a billed answer and mark the item done; False when one was already stored.
 
@@ -58,15 +94,21 @@ def record_result(
     The answer is made storable first (:func:`storable`: no NUL characters, no NaN or
     Infinity, which PostgreSQL refuses), identically on both databases. An error raised here
     that :func:`~worker.store.engine.is_outage` does not recognise will not go away by retrying.
+    ``job_id`` (the claimed row's, when the caller has it) saves a look-up; a missing item
+    raises ``LookupError`` either way, and nothing is stored.
     """
     del owner  # a billed answer is never thrown away, whoever holds the lease
     moment = now()
     data = response.data
     code = None if response.code is None else str(response.code)
     with write(engine) as conn:
-        job_id = conn.execute(sa.select(items.c.job_id).where(items.c.id == item_id)).scalar()
+        job_of_item, insert_result, insert_labels, mark_done = _result_statements(
+            conn.dialect.name
+        )
         if job_id is None:
-            raise LookupError(f"item {item_id} does not exist")
+            job_id = conn.execute(job_of_item, {"item_id": item_id}).scalar()
+            if job_id is None:
+                raise LookupError(f"item {item_id} does not exist")
         row = clip(
             results,
             storable(
@@ -85,13 +127,7 @@ def record_result(
                 }
             ),
         )
-        stmt = (
-            insert_for(conn, results)
-            .values(**row)
-            .on_conflict_do_nothing(index_elements=["item_id", "service"])
-            .returning(results.c.id)
-        )
-        result_id = conn.execute(stmt).scalar()
+        result_id = conn.execute(insert_result, row).scalar()
         if result_id is None:
             return False
         labels = [
@@ -113,21 +149,18 @@ def record_result(
             for label in (data.result if data else ())
         ]
         if labels:
-            conn.execute(sa.insert(result_labels), labels)
-        conn.execute(
-            sa.update(items)
-            .where(items.c.id == item_id)
-            .values(
-                state="done",
-                last_code=row["code"],
-                last_message=row["msg"],
-                last_error=None,
-                lease_owner=None,
-                lease_expires_at=None,
-                finished_at=moment,
-                updated_at=moment,
-            )
+            conn.execute(insert_labels, labels)
+        done = conn.execute(
+            mark_done,
+            {
+                "done_id": item_id,
+                "done_code": row["code"],
+                "done_msg": row["msg"],
+                "moment": moment,
+            },
         )
+        if done.rowcount != 1:  # the item went away (its job dropped): store nothing
+            raise LookupError(f"item {item_id} does not exist")
     return True
 
 

@@ -33,6 +33,7 @@ class Job:
     accepted: int
     duplicates: int
     rejected: int
+    max_calls: int | None = None  # the most calls the job may bill (worker.budget); None: no cap
 
 
 def _job(row: sa.Row[Any]) -> Job:

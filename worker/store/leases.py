@@ -46,6 +46,7 @@ class ClaimedItem:
     service: str
     info_type: str
     job_key: str
+    max_calls: int | None = None  # the job's cap on billed calls (worker.budget); None: none
 
 
 def _lease_over(moment: sa.ColumnElement[datetime]) -> sa.ColumnElement[bool]:
@@ -83,6 +84,7 @@ _CLAIMED_COLS = (
     _of_job(jobs.c.info_type, "job_info_type"),
     _of_job(jobs.c.name, "job_name"),
     _of_job(jobs.c.created_at, "job_created_at"),
+    _of_job(jobs.c.max_calls, "job_max_calls"),
 )
 
 
@@ -136,6 +138,7 @@ def claim_item(
         service=row.job_service,
         info_type=row.job_info_type,
         job_key=job_key(row.job_id, row.job_name, row.job_created_at),
+        max_calls=row.job_max_calls,
     )
 
 

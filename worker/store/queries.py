@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from worker.store.jobs import Job
-from worker.store.schema import STATES, items, result_labels, results
+from worker.store.schema import STATES, decisions, items, result_labels, results
 
 
 def state_counts(engine: Engine, job_id: int) -> dict[str, int]:
@@ -64,10 +64,19 @@ def _filtered(
     risk_levels: Sequence[str],
     label: str | None,
     min_confidence: float | None,
+    decided: Sequence[str] = (),
 ) -> sa.Select[Any]:
     joined = items.outerjoin(
         results, sa.and_(results.c.item_id == items.c.id, results.c.service == job.service)
     )
+    # The item's current decision: its latest row in the append-only decisions table.
+    latest = (
+        sa.select(sa.func.max(decisions.c.id))
+        .where(decisions.c.item_id == items.c.id)
+        .correlate(items)
+        .scalar_subquery()
+    )
+    joined = joined.outerjoin(decisions, decisions.c.id == latest)
     query = sa.select(
         items.c.id,
         items.c.image_url,
@@ -91,12 +100,17 @@ def _filtered(
         results.c.code,
         results.c.msg,
         results.c.moderated_at,
+        decisions.c.decision,
+        decisions.c.policy_name,
+        decisions.c.policy_version,
     ).select_from(joined)
     query = query.where(items.c.job_id == job.id)
     if states:
         query = query.where(items.c.state.in_(states))
     if risk_levels:
         query = query.where(results.c.risk_level.in_(risk_levels))
+    if decided:
+        query = query.where(decisions.c.decision.in_(decided))
     if label is not None or min_confidence is not None:
         match = [result_labels.c.result_id == results.c.id, result_labels.c.job_id == job.id]
         if label is not None:
@@ -115,15 +129,17 @@ def export_pages(
     risk_levels: Sequence[str] = (),
     label: str | None = None,
     min_confidence: float | None = None,
+    decided: Sequence[str] = (),
     batch: int = 1000,
 ) -> Iterator[ExportPage]:
     """The job's items in id order, ``batch`` per page, one short read per page.
 
     Empty filters mean everything. ``label`` / ``min_confidence`` keep items whose answer has
     a matching label (any label when only ``min_confidence`` is given); a label without a
-    confidence (``nonLabel``) never passes a ``min_confidence``.
+    confidence (``nonLabel``) never passes a ``min_confidence``. ``decided`` keeps items whose
+    current (latest) decision is one of those given.
     """
-    query = _filtered(job, states, risk_levels, label, min_confidence)
+    query = _filtered(job, states, risk_levels, label, min_confidence, decided)
     last = 0
     while True:
         with engine.connect() as conn:

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
-STATES = ("pending", "queued", "running", "done", "failed", "rejected")
+# ``paused``: a budget was used up before the call (worker.budget); ``imgmod resume`` reopens it.
+STATES = ("pending", "queued", "running", "done", "failed", "rejected", "paused")
 OPEN_STATES = ("pending", "queued", "running")
 KINDS = ("url", "oss", "file", "invalid")
 
@@ -72,6 +73,8 @@ jobs = sa.Table(
     sa.Column("accepted", sa.BigInteger(), nullable=False, server_default="0"),
     sa.Column("duplicates", sa.BigInteger(), nullable=False, server_default="0"),
     sa.Column("rejected", sa.BigInteger(), nullable=False, server_default="0"),
+    # The most calls the job may bill (migration 0007, worker.budget); NULL: no cap.
+    sa.Column("max_calls", sa.BigInteger()),
 )
 
 items = sa.Table(
@@ -196,6 +199,7 @@ decisions = sa.Table(
     sa.Index("ix_decisions_item_id_id", "item_id", "id"),
     sa.Index("ix_decisions_job_id_decision", "job_id", "decision"),
     sa.Index("ix_decisions_job_id_policy_version", "job_id", "policy_name", "policy_version"),
+    sa.Index("ix_decisions_job_id_item_id", "job_id", "item_id", "id"),  # latest_decisions pages
 )
 
 events = sa.Table(
@@ -260,4 +264,31 @@ review_leases = sa.Table(
     sa.Column("reviewer", sa.String(200), nullable=False),
     sa.Column("expires_at", UTCDateTime(), nullable=False),
     sa.Index("ix_review_leases_reviewer", "reviewer"),
+)
+
+# The review queue in its own order, across jobs or of one job, and Browse's filters (0008).
+sa.Index("ix_decisions_queue", decisions.c.decision, decisions.c.priority.desc(), decisions.c.id)
+sa.Index(
+    "ix_decisions_job_queue",
+    decisions.c.job_id,
+    decisions.c.decision,
+    decisions.c.priority.desc(),
+    decisions.c.id,
+)
+sa.Index("ix_results_job_id_moderated_at", results.c.job_id, results.c.moderated_at)
+sa.Index("ix_results_job_id_item_id", results.c.job_id, results.c.item_id)
+sa.Index("ix_result_labels_item_id", result_labels.c.item_id)
+
+# Billed calls per UTC day, job and service (migration 0007, worker.store.ledger): what
+# ``imgmod costs`` and ``imgmod status`` read, and what seeds the budget counters in Redis.
+billed_calls = sa.Table(
+    "billed_calls",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("day", sa.Date(), nullable=False),
+    sa.Column("job_id", sa.BigInteger(), sa.ForeignKey("jobs.id"), nullable=False),
+    sa.Column("service", sa.String(64), nullable=False),
+    sa.Column("calls", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.UniqueConstraint("day", "job_id", "service", name="uq_billed_calls_day_job_service"),
+    sa.Index("ix_billed_calls_job_id", "job_id"),
 )

@@ -1,0 +1,143 @@
+"""The limiter's learned margin against a real Redis: a jitter 403 widens it instead of cutting
+the rate, a second one soon after still cuts, and quiet seconds win the room back.
+
+The arithmetic (which 403 does what) lives in the Lua scripts, so it is tested where it runs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from worker.limits import Margin, RateLimiter
+from worker.processes import wait_until
+
+pytestmark = pytest.mark.service
+
+SECOND_US = 1_000_000
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_url)
+    yield c
+    c.close()
+
+
+def limiter(client: redis.Redis, margin: Margin, key: str | None = None) -> RateLimiter:
+    return RateLimiter(
+        client,
+        key=key or f"test:margin:{uuid.uuid4().hex}",
+        qps=100,
+        margin=margin,
+        decrease_window=0.2,
+        increase_per_second=0.001,  # no recovery from a cut within the test
+    )
+
+
+def test_permits_are_paced_at_the_cap_times_the_starting_margin(client: redis.Redis) -> None:
+    lim = limiter(client, Margin(start=0.9, most=0.99, least=0.5))
+    assert lim.current() == (pytest.approx(90), pytest.approx(0.9))
+    slots = [lim.acquire_grant(timeout=5).slot_us for _ in range(10)]
+    gaps = [b - a for a, b in zip(slots, slots[1:], strict=False)]
+    assert min(gaps) >= SECOND_US // 90
+
+
+def test_a_first_jitter_403_widens_the_margin_and_cuts_nothing(client: redis.Redis) -> None:
+    lim = limiter(client, Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0))
+    lim.on_throttled()
+    rate, margin = lim.current()
+    assert margin == pytest.approx(0.96)
+    assert rate == pytest.approx(96)  # the ceiling moved; no AIMD cut below it
+    for _ in range(3):  # jitter's few more 403s in the same second are the same signal
+        lim.on_throttled()
+    assert lim.current() == (pytest.approx(96), pytest.approx(0.96))
+
+
+def test_a_dense_volley_of_403s_is_a_lower_cap_and_cuts_fully_at_once(client: redis.Redis) -> None:
+    lim = limiter(client, Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0))
+    for _ in range(10):  # many threads' 403s within one second: the service allows less now
+        lim.on_throttled()
+    assert lim.current() == (pytest.approx(48, rel=0.01), pytest.approx(0.96))
+    for _ in range(20):  # the rest of that volley: one cut, not one per 403
+        lim.on_throttled()
+    assert lim.current()[0] == pytest.approx(48, rel=0.01)
+
+
+def test_a_second_403_soon_after_is_a_lower_cap_and_cuts_the_rate(client: redis.Redis) -> None:
+    lim = limiter(client, Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0))
+    lim.on_throttled()
+    wait_until(lambda: _older_than(lim, "margin_at", 0.25), 5, "the volley window to pass")
+    lim.on_throttled()
+    rate, margin = lim.current()
+    assert margin == pytest.approx(0.94)
+    assert rate == pytest.approx(96 * 0.9, rel=0.01)  # a gentle cut, never a halving, near it
+
+
+def test_the_margin_never_widens_past_its_floor_and_then_403s_cut(client: redis.Redis) -> None:
+    lim = limiter(client, Margin(start=0.95, most=0.99, least=0.95, step=0.02, regain=0.0))
+    lim.on_throttled()
+    rate, margin = lim.current()
+    assert margin == pytest.approx(0.95)
+    assert rate < 95 * 0.95  # nothing left to learn: a cut, as with a fixed margin
+
+
+def test_quiet_seconds_win_the_margin_back_up_to_most(client: redis.Redis) -> None:
+    lim = limiter(client, Margin(start=0.98, most=0.99, least=0.9, step=0.05, regain=0.5))
+    lim.on_throttled()
+    assert lim.current()[1] < 0.95
+    wait_until(lambda: lim.current()[1] == pytest.approx(0.99), 5, "the margin to recover")
+
+
+def test_every_limiter_on_the_key_paces_at_the_learned_margin(client: redis.Redis) -> None:
+    key = f"test:margin:{uuid.uuid4().hex}"
+    margin = Margin(start=0.98, most=0.99, least=0.9, step=0.03, regain=0.0)
+    a = limiter(client, margin, key)
+    b = limiter(redis.Redis(connection_pool=client.connection_pool), margin, key)
+    a.on_throttled()
+    assert b.current() == (pytest.approx(95), pytest.approx(0.95))
+
+
+def test_a_third_mild_reaction_in_a_row_is_a_lower_cap_and_cuts_fully(
+    client: redis.Redis,
+) -> None:
+    lim = limiter(client, Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0))
+    lim.on_throttled()  # margin 0.96, no cut
+    wait_until(lambda: _older_than(lim, "margin_at", 0.25), 5, "the volley window to pass")
+    lim.on_throttled()  # margin 0.94, gentle cut to 86.4
+    assert lim.current()[0] == pytest.approx(86.4, rel=0.01)
+    wait_until(lambda: _older_than(lim, "cut_at", 0.25), 5, "the volley window to pass")
+    lim.on_throttled()  # the 403s go on: a lower cap, halved
+    assert lim.current()[0] == pytest.approx(43.2, rel=0.02)
+
+
+def test_a_403_well_below_the_ceiling_halves_the_rate(client: redis.Redis) -> None:
+    lim = limiter(client, Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0))
+    for _ in range(10):
+        lim.on_throttled()  # a dense volley: the ceiling widened to 96, then halved to 48
+    wait_until(lambda: _older_than(lim, "cut_at", 0.25), 5, "the volley window to pass")
+    lim.on_throttled()  # still 403s at half the ceiling: a real, lower cap
+    assert lim.current()[0] == pytest.approx(24, rel=0.01)
+
+
+def test_a_fixed_margin_is_the_old_limiter(client: redis.Redis) -> None:
+    lim = limiter(client, Margin.fixed(1.0))
+    lim.on_throttled()
+    rate, margin = lim.current()
+    assert margin == 1.0 and rate == pytest.approx(90)  # near_cap_factor 0.9 on a calm 403
+
+
+def _older_than(lim: RateLimiter, field: str, seconds: float) -> bool:
+    at = lim.client.hget(lim.key, field)
+    server_s, server_us = lim.client.time()
+    return at is not None and server_s * SECOND_US + server_us - int(float(at)) > seconds * 1e6
+
+
+def test_bad_margins_are_refused() -> None:
+    with pytest.raises(ValueError, match="least"):
+        Margin(start=0.99, most=0.98)
+    with pytest.raises(ValueError, match="negative"):
+        Margin(step=-0.1)

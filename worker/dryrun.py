@@ -1,0 +1,252 @@
+"""A dry run: what ``imgmod run`` would read, bill, cost and take, with nothing written,
+published or called.
+
+Every input is read, listed and validated by the same code a real enqueue runs (the producer's
+readers, :func:`worker.sources.oss_prefix.page_records` for OSS pages, :func:`worker.producer.
+to_new_item` and :func:`~worker.producer.with_keys` for each row's key and identity), and the
+database is only *read* (:mod:`worker.store.estimates`): references the job already holds are
+duplicates, images with a stored answer in the job's reuse scope are reusable. What is left is
+the calls that would be billed, priced with the user's own prices (:mod:`worker.prices`) and
+timed at the configured QPS cap. OSS listing calls (``ListObjectsV2``) are made: they are
+reads, and the only way to know what a prefix holds; no moderation call is.
+
+Memory: references are deduplicated by an 8-byte digest of their key, so a dry run over
+millions of lines holds a few tens of MB, never the rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from itertools import groupby
+from typing import IO, Any
+
+from sqlalchemy.engine import Engine
+
+from worker import producer
+from worker.limits import QPS_MARGIN
+from worker.oss import Page, list_page
+from worker.prices import HOW_TO_PRICE, Prices
+from worker.sources import Accepted, Rejected
+from worker.sources.kinds import kind_of
+from worker.sources.oss_prefix import Filters, page_records, parse_prefix, prefetched
+from worker.sources.records import Defaults
+from worker.store.estimates import known_ref_keys, reusable_keys
+from worker.store.reuse import ReuseScope
+
+BATCH = 2000
+
+
+@dataclass
+class Estimate:
+    """What a run would do. ``calls`` is per service; ``cost`` None without prices."""
+
+    job: str
+    services: tuple[str, ...]
+    lines: int = 0
+    accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)  # "field: reason" -> lines
+    duplicates: int = 0  # in the input twice, or already in the job
+    reusable: int = 0  # an earlier job's stored answer would be taken: no call
+    copies: int = 0  # the same image earlier in this input: waits for its answer, no call
+    calls: dict[str, int] = field(default_factory=dict)
+    cost: Decimal | None = None
+    currency: str = ""
+    seconds: float = 0.0
+    qps: float = 0.0
+    skipped: int = 0  # listed objects the filters pass over
+    max_calls: int | None = None  # the job's cap (--max-calls): the rest would wait, paused
+
+    @property
+    def billed(self) -> int:
+        return sum(self.calls.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """For ``--json``: plain values, the cost as a string (exact)."""
+        return {
+            "job": self.job,
+            "services": list(self.services),
+            "lines": self.lines,
+            "accepted": self.accepted,
+            "rejected": sum(self.rejected.values()),
+            "rejected_by_reason": dict(self.rejected.most_common()),
+            "duplicates": self.duplicates,
+            "reusable": self.reusable,
+            "copies": self.copies,
+            "skipped": self.skipped,
+            "calls": self.calls,
+            "billed_calls": self.billed,
+            "estimated_cost": None if self.cost is None else str(self.cost),
+            "currency": self.currency or None,
+            "estimated_seconds": round(self.seconds, 1),
+            "qps": self.qps,
+            "max_calls": self.max_calls,
+            "would_pause": self.would_pause,
+        }
+
+    @property
+    def would_pause(self) -> int:
+        """Calls past the job's cap: their rows would wait as ``paused``."""
+        return 0 if self.max_calls is None else max(0, self.billed - self.max_calls)
+
+    def lines_for_people(self) -> list[str]:
+        out = [
+            f"dry run for job {self.job}: nothing written, published or called",
+            f"references read: {self.lines:,}",
+            f"accepted: {self.accepted:,}",
+            f"rejected: {sum(self.rejected.values()):,}",
+        ]
+        out += [f"  {n:,} {reason}" for reason, n in self.rejected.most_common(10)]
+        out += [
+            f"duplicates: {self.duplicates:,}",
+            f"already moderated, reusable: {self.reusable:,} (no call; --rescan to call anyway)",
+            f"copies of an image earlier in the input: {self.copies:,} (answered once)",
+        ]
+        if self.skipped:
+            out.append(f"listed objects skipped by the filters: {self.skipped:,}")
+        for service, n in self.calls.items():
+            out.append(f"calls that would be billed ({service}): {n:,}")
+        if self.max_calls is not None:
+            out.append(
+                f"with --max-calls {self.max_calls:,}: {min(self.billed, self.max_calls):,} "
+                f"billed, {self.would_pause:,} would wait as paused"
+            )
+        out.append(f"estimated duration: {_duration(self.seconds)} at {self.qps:g} calls/s")
+        if self.cost is None:
+            out.append(f"estimated cost: unknown; {HOW_TO_PRICE}")
+        else:
+            out.append(f"estimated cost: {Prices(currency=self.currency).show(self.cost)}")
+        return out
+
+
+def _duration(seconds: float) -> str:
+    """``1 h 23 min``, ``4 min 10 s``, ``12 s``."""
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s} s"
+
+
+def estimate(
+    estimate: Estimate,
+    batches: Iterable[Sequence[Accepted | Rejected]],
+    engine: Engine | None,
+    job_id: int | None,
+    scope: ReuseScope | None,
+) -> Estimate:
+    """Count ``batches`` of records into ``estimate`` (pure but for the reads through
+    ``engine``: None for a database that does not exist yet, so nothing is known)."""
+    seen: set[bytes] = set()
+    images: set[bytes] = set()  # identities and content keys of the rows that would be called
+    for batch in batches:
+        estimate.lines += len(batch)
+        fresh = []
+        for record in batch:
+            if isinstance(record, Rejected):
+                estimate.rejected[f"{record.field}: {record.reason}"] += 1
+                continue
+            item = producer.with_keys(producer.to_new_item(record))
+            digest = hashlib.blake2b(item.ref_key.encode(), digest_size=8).digest()
+            if digest in seen:
+                estimate.duplicates += 1
+                continue
+            seen.add(digest)
+            fresh.append(item)
+        if engine is not None and job_id is not None and fresh:
+            known = known_ref_keys(engine, job_id, [i.ref_key for i in fresh])
+            estimate.duplicates += sum(1 for i in fresh if i.ref_key in known)
+            fresh = [i for i in fresh if i.ref_key not in known]
+        estimate.accepted += len(fresh)
+        if scope is not None and fresh:
+            _count_reuse(estimate, fresh, engine, scope, images)
+    return estimate
+
+
+def _count_reuse(
+    estimate: Estimate,
+    fresh: list[Any],
+    engine: Engine | None,
+    scope: ReuseScope,
+    images: set[bytes],
+) -> None:
+    """As the insert would link them (:mod:`worker.store.reuse`): a row whose image has a
+    stored answer reuses it; else a row whose image an earlier row of the input has (same
+    identity or content key) waits for that one's answer; else it is called."""
+    eligible = [i for i in fresh if scope.urls or i.kind != "url"]
+    ids: set[str] = set()
+    contents: set[str] = set()
+    if engine is not None:
+        ids = reusable_keys(engine, "identity", {i.identity for i in eligible if i.identity}, scope)
+        contents = reusable_keys(
+            engine, "content_key", {i.content_key for i in eligible if i.content_key}, scope
+        )
+    for item in eligible:
+        if item.identity in ids or item.content_key in contents:
+            estimate.reusable += 1
+            continue
+        keys = {
+            hashlib.blake2b(f"{n}\0{k}".encode(), digest_size=8).digest()
+            for n, k in (("i", item.identity), ("c", item.content_key))
+            if k
+        }
+        if keys & images:
+            estimate.copies += 1
+        images.update(keys)
+
+
+def price(estimate: Estimate, prices: Prices, qps: float) -> Estimate:
+    """The calls (per service), their cost and the time they take at ``qps`` (the limiter's
+    pace: the configured cap less its margin)."""
+    each = estimate.accepted - estimate.reusable - estimate.copies
+    estimate.calls = {service: each for service in estimate.services}
+    estimate.cost = prices.total(estimate.calls) if prices else None
+    estimate.currency = prices.currency
+    estimate.qps = qps
+    calls = (
+        estimate.billed if estimate.max_calls is None else min(estimate.billed, estimate.max_calls)
+    )
+    estimate.seconds = calls / (qps * QPS_MARGIN) if qps > 0 else 0.0
+    return estimate
+
+
+def records_of(
+    inputs: Sequence[str],
+    defaults: Defaults,
+    stdin: IO[bytes] | None,
+    folder_filters: Filters | None,
+    listing: producer.Listing | None,
+    on_skipped: Callable[[int], None],
+) -> Iterator[list[Accepted | Rejected]]:
+    """The inputs' records in batches, as :func:`worker.producer.enqueue_inputs` reads them:
+    plain inputs through the producer's readers, OSS prefixes page by page (not saved)."""
+    for paged, group in groupby(inputs, key=lambda path: kind_of(path).paged):
+        if not paged:
+            yield from producer.batched(
+                producer._read_plain(list(group), defaults, stdin, folder_filters), BATCH
+            )
+            continue
+        if listing is None:
+            raise ValueError("an OSS prefix needs a Listing (an OSS client and filters)")
+        client = listing.client_for(listing.region)
+        region_defaults = Defaults(defaults.oss_region or listing.region, defaults.referer)
+        for path in group:
+            prefix = parse_prefix(path)
+            listed = 0
+
+            def fetch(token: str | None, prefix: Any = prefix, client: Any = client) -> Page:
+                return list_page(
+                    client, prefix.bucket, prefix.prefix, token, max_keys=listing.page_size
+                )
+
+            for page in prefetched(fetch, None):
+                records, skipped = page_records(
+                    prefix, page.objects, listed + 1, listing.filters, region_defaults
+                )
+                on_skipped(skipped)
+                listed += len(page.objects)
+                yield list(records)
