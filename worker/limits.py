@@ -77,15 +77,15 @@ class Margin:
     network and the callers' load, so it is measured: the margin starts at ``start``; a 403 at
     the full rate (jitter, not a lower cap) lowers it by ``step`` to no less than ``least``
     (the first such 403 in 5 s does only that, no rate cut); each second without one regains
-    ``regain``, up to ``most``. At the defaults one 403 in 10 s (0.1 % of the calls at 100/s)
-    holds it still. Kept in the limiter's Redis hash: every host learns from every 403.
+    ``regain``, up to ``most``. At the defaults one jitter event in 20 s (a few 403s: ~0.2 % of
+    the calls at 100/s) holds it still. Kept in the limiter's hash: every host learns from it.
     """
 
     start: float = 0.985
     most: float = 0.995
     least: float = 0.95
     step: float = 0.005
-    regain: float = 0.0005
+    regain: float = 0.00025
 
     def __post_init__(self) -> None:
         if not 0 < self.least <= self.start <= self.most <= 1:

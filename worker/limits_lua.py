@@ -58,6 +58,9 @@ local max_wait = tonumber(ARGV[4])
 if wait > max_wait then return {0, wait - max_wait, 0} end
 if wait < 0 then wait = 0 end
 redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', tat + interval))
+if not state[4] then -- the margin's clock starts with the first permit: it regains from here
+  redis.call('HSET', KEYS[1], 'margin', ARGV[7], 'margin_at', string.format('%.0f', now))
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return {1, wait, now + wait}
 """
@@ -74,7 +77,7 @@ THROTTLED_LUA = (
     EFFECTIVERATE_LUA
     + """
 local state = redis.call('HMGET', KEYS[1], 'cut_rate', 'cut_at', 'margin', 'margin_at', 'mild',
-                         'strikes')
+                         'strikes', 'lowered_at')
 local margin = margin_now(tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]),
                           tonumber(ARGV[12]), state[3], state[4], now)
 local qps = tonumber(ARGV[1]) * margin
@@ -92,7 +95,7 @@ local function cut_to(factor, mild)
 end
 local function since(at) if at then return now - tonumber(at) end return nil end
 local function quiet(at) local s = since(at) return not s or s > 5000000 end
-for _, at in ipairs({state[2], state[4]}) do
+for _, at in ipairs({state[2], state[7]}) do -- a volley of 403s is one signal
   local s = since(at)
   if s and s >= 0 and s < tonumber(ARGV[5]) then
     -- The same volley. Jitter makes a few 403s; a tenth after a mild reaction is a service
@@ -112,8 +115,8 @@ if learn then
   -- the first such 403 in 5 s does only that, a later one also cuts the rate gently.
   -- Three mild reactions each within 3 s of the last did not stop the 403s: a lower cap.
   local lowered = math.max(tonumber(ARGV[11]), margin - step)
-  local first = lowered < margin and quiet(state[4])
-  local last = since(state[4])
+  local first = lowered < margin and quiet(state[7])
+  local last = since(state[7])
   local strikes = 1
   if last and last >= 0 and last < 3000000 then strikes = (tonumber(state[6]) or 0) + 1 end
   if strikes >= 3 then
@@ -121,7 +124,8 @@ if learn then
     return cut_to(tonumber(ARGV[3]), 0)
   end
   redis.call('HSET', KEYS[1], 'margin', string.format('%.6f', lowered), 'margin_at',
-             string.format('%.0f', now), 'volley', 1, 'mild', 1, 'strikes', strikes)
+             string.format('%.0f', now), 'lowered_at', string.format('%.0f', now), 'volley', 1,
+             'mild', 1, 'strikes', strikes)
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
   if first then return {2, string.format('%.6f', rate * lowered / margin)} end
   return cut_to(tonumber(ARGV[8]), 1)

@@ -70,7 +70,7 @@ def test_a_dense_volley_of_403s_is_a_lower_cap_and_cuts_fully_at_once(client: re
 def test_a_second_403_soon_after_is_a_lower_cap_and_cuts_the_rate(client: redis.Redis) -> None:
     lim = limiter(client, Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0))
     lim.on_throttled()
-    wait_until(lambda: _older_than(lim, "margin_at", 0.25), 5, "the volley window to pass")
+    wait_until(lambda: _older_than(lim, "lowered_at", 0.25), 5, "the volley window to pass")
     lim.on_throttled()
     rate, margin = lim.current()
     assert margin == pytest.approx(0.94)
@@ -92,6 +92,12 @@ def test_quiet_seconds_win_the_margin_back_up_to_most(client: redis.Redis) -> No
     wait_until(lambda: lim.current()[1] == pytest.approx(0.99), 5, "the margin to recover")
 
 
+def test_without_403s_the_margin_climbs_from_start_to_most(client: redis.Redis) -> None:
+    lim = limiter(client, Margin(start=0.9, most=0.99, least=0.5, step=0.01, regain=0.5))
+    lim.acquire()  # the first permit starts the margin's clock
+    wait_until(lambda: lim.current()[1] == pytest.approx(0.99), 5, "the margin to reach most")
+
+
 def test_every_limiter_on_the_key_paces_at_the_learned_margin(client: redis.Redis) -> None:
     key = f"test:margin:{uuid.uuid4().hex}"
     margin = Margin(start=0.98, most=0.99, least=0.9, step=0.03, regain=0.0)
@@ -106,7 +112,7 @@ def test_a_third_mild_reaction_in_a_row_is_a_lower_cap_and_cuts_fully(
 ) -> None:
     lim = limiter(client, Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0))
     lim.on_throttled()  # margin 0.96, no cut
-    wait_until(lambda: _older_than(lim, "margin_at", 0.25), 5, "the volley window to pass")
+    wait_until(lambda: _older_than(lim, "lowered_at", 0.25), 5, "the volley window to pass")
     lim.on_throttled()  # margin 0.94, gentle cut to 86.4
     assert lim.current()[0] == pytest.approx(86.4, rel=0.01)
     wait_until(lambda: _older_than(lim, "cut_at", 0.25), 5, "the volley window to pass")

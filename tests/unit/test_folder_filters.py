@@ -99,3 +99,17 @@ def test_enqueue_inputs_walks_folders_under_the_filters(tmp_path: Path, sqlite_u
         assert paths == ["a.png", "b.JPG", "thumbs/e.png"]
     finally:
         engine.dispose()
+
+
+def test_a_folder_without_images_is_an_input_when_include_names_its_files(tmp_path: Path) -> None:
+    from worker.sources import InputError, check_input
+
+    top = tmp_path / "scans"
+    top.mkdir()
+    (top / "a.dat").write_bytes(b"x" * 10)
+    with pytest.raises(InputError, match="no image files"):
+        check_input(str(top))
+    check_input(str(top), Filters(include=("*.dat",)))  # named by --include: accepted
+    with pytest.raises(InputError, match=r"--include '\*.raw'"):
+        check_input(str(top), Filters(include=("*.raw",)))
+    assert _kept(top, Filters(include=("*.dat",))) == ["a.dat"]
