@@ -3,7 +3,9 @@ the workers refill it from SQL, and no row is ever handed to two refillers."""
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -14,6 +16,7 @@ import sqlalchemy as sa
 from tests.support import wait_until
 from worker import store
 from worker.processes import private_redis
+from worker.window import ORPHAN_GRACE_S
 
 pytestmark = pytest.mark.service
 
@@ -121,6 +124,7 @@ def test_after_the_broker_lost_the_window_resume_brings_a_larger_job_home(pipeli
 
         wait_until(lambda: counts()["done"] >= 20, 60, "the job to be under way")
         broker.flushall()
+        flushed_at = time.monotonic()
         wait_until(
             lambda: counts()["pending"] == 0 and counts()["running"] == 0,
             120,
@@ -130,10 +134,16 @@ def test_after_the_broker_lost_the_window_resume_brings_a_larger_job_home(pipeli
         # At most the window, plus what the worker's 8 threads had reserved when the flush hit
         # (seen once under a loaded CI box: 48 with window 40). The hard bound on Redis is held by
         # test_a_job_far_larger_than_the_window_completes_with_the_queue_never_above_it.
-        assert 0 < lost <= window + 8, counts()
+        assert lost <= window + 8, counts()
+        if time.monotonic() - flushed_at < ORPHAN_GRACE_S:
+            # Before the orphan finder's grace, the lost rows can only still be waiting.
+            assert lost > 0, counts()
 
         resumed = pipeline.imgmod("resume", "lost", **env)
-        assert f"re-enqueued {lost} references" in resumed.stdout, resumed.stdout + resumed.stderr
+        # A live worker's orphan finder may republish some of them meanwhile (on a loaded box the
+        # wait above can outlast its grace): resume puts back at most what was lost, never more.
+        again = re.search(r"re-enqueued (\d+) references", resumed.stdout)
+        assert again is not None and int(again.group(1)) <= lost, resumed.stdout + resumed.stderr
         wait_until(lambda: counts()["done"] == images, 120, f"{images} done rows")
     finally:
         broker.close()
