@@ -457,12 +457,15 @@ def _browser_sign_in(driver: Any, world: UiWorld, name: str, password: str | Non
 
 
 def _shown_item(driver: Any) -> int | None:
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-    from selenium.webdriver.common.by import By
-
+    """The id of the image on the card, read in one script run inside the page: a find, then a
+    read, races the page replacing the card for the next image (chromedriver then fails with
+    "Node with given id does not belong to the document")."""
+    item = driver.execute_script(
+        "const card = document.getElementById('card'); return card ? card.dataset.item : null;"
+    )
     try:
-        return int(driver.find_element(By.ID, "card").get_attribute("data-item"))
-    except (NoSuchElementException, StaleElementReferenceException, TypeError, ValueError):
+        return int(item)
+    except (TypeError, ValueError):
         return None
 
 
