@@ -121,7 +121,7 @@ def decide_job(
             raise
         outcome.version_reused = True
     pages = store.decision_inputs(
-        engine, job.id, job.service, labels=policy.needs_labels, ext=policy.needs_ext, batch=batch
+        engine, job.id, labels=policy.needs_labels, ext=policy.needs_ext, batch=batch
     )
     for page in pages:
         new: list[store.NewDecision] = []

@@ -38,7 +38,7 @@ from worker.vendor import (
     InvalidParameter,
     service_not_offered,
     validate_info_type,
-    validate_service,
+    validate_services,
 )
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ def reuse_scope(job: store.Job, *, rescan: bool, reuse_urls: bool) -> store.Reus
     """Which stored answers a job's new rows may take: none with ``--rescan`` (call for every
     image, e.g. after the vendor updated its models; copies in flight still wait for one
     call); URL rows only with ``--reuse-urls``."""
-    return store.ReuseScope(job.service, job.info_type, urls=reuse_urls, stored=not rescan)
+    return store.ReuseScope(job.services[0], job.info_type, urls=reuse_urls, stored=not rescan)
 
 
 def batched(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -174,11 +174,8 @@ def enqueue_records(
     for chunk in batched(records, batch_size):
         good = [r for r in chunk if isinstance(r, Accepted)]
         bad = [r for r in chunk if isinstance(r, Rejected)]
-        inserted = store.insert_reusing(
-            engine, job.id, [to_new_item(r) for r in good], reuse
-        )
-        good_ids = inserted.ids
-        summary.reused += inserted.reused
+        good_ids, reused = _insert_per_service(engine, job, [to_new_item(r) for r in good], reuse)
+        summary.reused += reused
         new_rejected = len(store.insert_items(engine, job.id, [to_new_item(r) for r in bad]))
         summary.lines += len(chunk)
         summary.accepted += len(good_ids)
@@ -200,6 +197,24 @@ def enqueue_records(
     return summary
 
 
+def _insert_per_service(
+    engine: Engine, job: store.Job, rows: list[store.NewItem], reuse: store.ReuseScope | None
+) -> tuple[list[int], int]:
+    """Insert ``rows`` once per service of the job (one row per reference and service, each
+    linked to stored answers of its own service); returns the ids inserted under the first
+    service (one per new reference: a reference is new under all its services or none, as the
+    services of a job never change) and the (reference, service) rows that reused an answer."""
+    ids: list[int] | None = None
+    reused = 0
+    for service in job.services:
+        mine = rows if len(job.services) == 1 else [replace(r, service=service) for r in rows]
+        scope = None if reuse is None else replace(reuse, service=service)
+        inserted = store.insert_reusing(engine, job.id, mine, scope)
+        reused += inserted.reused
+        ids = inserted.ids if ids is None else ids
+    return ids or [], reused
+
+
 def open_job(
     engine: Engine,
     settings: Settings,
@@ -210,20 +225,22 @@ def open_job(
     referer: str | None = None,
 ) -> store.Job:
     """The job ``name``: created with these request settings (``None``: the configured
-    default), or found when it already has the same service.
+    default; ``service`` may name several, comma separated: every reference is asked each),
+    or found when it already has the same services.
 
     Validated before anything is written: the service and ``infoType`` against the vendor's
     lists, the job's referer against the vendor's header limit (it is sent for every image
     without its own). Raises :class:`worker.vendor.InvalidParameter` naming the API field, or
     ``ValueError`` when the name is taken by a job of another service.
     """
-    checked_service = validate_service(service or settings.service)
+    checked_services = validate_services(service or settings.service)
     checked_info = validate_info_type(settings.info_type if info_type is None else info_type)
-    if (refusal := service_not_offered(settings.endpoint, checked_service)) is not None:
-        raise InvalidParameter("Service", refusal)  # the region table's answer, before a write
+    for checked in checked_services:
+        if (refusal := service_not_offered(settings.endpoint, checked)) is not None:
+            raise InvalidParameter("Service", refusal)  # the region table's answer, before a write
     if referer is not None and len(referer) > MAX_REFERER_CHARS:
         raise InvalidParameter("referer", f"longer than {MAX_REFERER_CHARS} characters")
-    return store.get_or_create_job(engine, name, checked_service, checked_info, referer)
+    return store.get_or_create_job(engine, name, checked_services, checked_info, referer)
 
 
 def eager_top_up(engine: Engine, app: Celery, window: int) -> TopUp:
@@ -357,33 +374,3 @@ def enqueue_prefix(
         store.save_listing(engine, state.id, page.next_token, listed)
         if on_batch is not None:
             on_batch(summary)
-
-
-def requeue_open(engine: Engine, job: store.Job, top_up: TopUp) -> int:
-    """Put the job's lost work (``queued`` rows, expired leases) back to ``pending`` and top
-    the window up; returns how many of its rows are back in line. For a broker that lost its
-    messages: ``imgmod resume`` and stall detection. Rows beyond the window wait in SQL for the
-    workers' refills, as after an enqueue."""
-    total = store.reopen_open_items(engine, job.id, include_queued=True)
-    top_up()
-    return total
-
-
-@dataclass(frozen=True)
-class Retried:
-    """``imgmod retry``'s outcome: failed rows put back in line, and how many of the job's rows
-    wait in SQL for room in the broker."""
-
-    count: int
-    waiting: int
-
-
-def retry_failed(engine: Engine, job: store.Job, top_up: TopUp, code: str | None = None) -> Retried:
-    """The job's ``failed`` rows (only those whose last code is ``code`` when given) back to
-    ``pending`` with fresh attempts, then a top-up: a retry of a million failed rows puts at
-    most the window into the broker, like any enqueue. Check the broker before calling: the
-    rows are reset first, and a broker outage afterwards leaves them for ``imgmod resume``."""
-    ids = store.reset_failed(engine, job.id, code)
-    top_up()
-    waiting = store.state_counts(engine, job.id)["pending"] if ids else 0
-    return Retried(len(ids), waiting)

@@ -19,7 +19,7 @@ from worker.vendor import (
     REGIONS,
     InvalidParameter,
     validate_info_type,
-    validate_service,
+    validate_services,
 )
 from worker.vendor import (
     parse_per_code as parse_per_code,  # moved to vendor; still importable from here
@@ -286,7 +286,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     allow_http = _bool(env, "IMGMOD_ALLOW_HTTP")
     endpoint = resolve_endpoint(region, vpc, env.get("IMGMOD_ENDPOINT", ""), allow_http)
     try:
-        service = validate_service(env.get("IMGMOD_SERVICE", DEFAULTS["IMGMOD_SERVICE"]))
+        service = ",".join(validate_services(env.get("IMGMOD_SERVICE", DEFAULTS["IMGMOD_SERVICE"])))
         # Unset: the default; set to empty: no infoType at all (no Ext data).
         info_type = validate_info_type(env.get("IMGMOD_INFO_TYPE", DEFAULTS["IMGMOD_INFO_TYPE"]))
     except InvalidParameter as exc:

@@ -191,6 +191,19 @@ def validate_service(value: str) -> str:
     return service
 
 
+def validate_services(value: str) -> tuple[str, ...]:
+    """``"baselineCheck_global,aigcDetector_global"`` -> each checked by
+    :func:`validate_service`, in the order given; one job asks them all of every image. A
+    name given twice, or no name, is refused (each would be called and billed again)."""
+    services = tuple(validate_service(part) for part in value.split(",") if part.strip())
+    if not services:
+        raise InvalidParameter("Service", "no service given; name one or more, comma separated")
+    twice = sorted({s for s in services if services.count(s) > 1})
+    if twice:
+        raise InvalidParameter("Service", f"{', '.join(twice)} given twice; name each once")
+    return services
+
+
 def region_of_endpoint(endpoint: str) -> str | None:
     """The region whose public or VPC endpoint ``endpoint`` names; None for any other host (an
     emulator, a proxy): then no region's table applies."""

@@ -9,7 +9,7 @@ pipeline's own:
   and with it settles the waiters (:func:`worker.store.settle_waiters`): copies of an image
   whose original has been answered are done, those of one that failed are released;
 * it repairs a stall: when no row closed and no attempt started for ``stall_seconds``, the open
-  rows are put back in line (:func:`worker.producer.requeue_open`): the broker lost their
+  rows are put back in line (:func:`worker.requeue.requeue_open`): the broker lost their
   messages (a Redis restart without persistence, a refiller killed between take and publish).
 
 A database outage is waited out, never counted as a stall: the workers wait for it too.
@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker import store
-from worker.producer import eager_top_up, requeue_open
+from worker.producer import eager_top_up
+from worker.requeue import requeue_open
 
 if TYPE_CHECKING:
     from celery import Celery

@@ -49,6 +49,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "worker.queue",
             "worker.window",
             "worker.producer",
+            "worker.requeue",  # lost or failed rows back to pending, then a top-up
             "worker.oss",  # the OSS SDK client and one listing page
             "worker.oss_actions",  # imgmod act/restore: one ACL, copy or delete request
             "worker.webhook",  # signed webhook events, delivered with retries

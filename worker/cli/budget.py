@@ -90,7 +90,8 @@ def print_budget(budget: dict[str, Any]) -> None:
 def resume(env: CommandEnv, job_name: str, max_calls: int | None) -> None:
     """Re-enqueue JOB's pending, queued and expired-lease rows (after a broker loss), and its
     rows paused on a budget (after the UTC day turned, or with --max-calls N)."""
-    from worker.producer import eager_top_up, requeue_open
+    from worker.producer import eager_top_up
+    from worker.requeue import requeue_open
     from worker.store.budgets import set_max_calls, unpause_job
 
     settings = env.settings

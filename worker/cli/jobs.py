@@ -338,7 +338,8 @@ def wait(env: CommandEnv, job_name: str, stall_seconds: float, timeout: float | 
 @pass_env
 def retry(env: CommandEnv, job_name: str, code: str | None) -> None:
     """Re-run JOB's failed rows."""
-    from worker.producer import eager_top_up, retry_failed
+    from worker.producer import eager_top_up
+    from worker.requeue import retry_failed
 
     settings = env.settings
     engine = open_database(settings)

@@ -78,22 +78,22 @@ class DecisionInput:
 def decision_inputs(
     engine: Engine,
     job_id: int,
-    service: str,
     *,
     labels: bool = True,
     ext: bool = True,
     batch: int = 2000,
 ) -> Iterator[list[DecisionInput]]:
     """A job's items with their answers, ``batch`` per page in item order (keyset pages, one
-    short read each: constant memory however large the job). ``labels``/``ext`` False skip
-    reading what the policy does not look at."""
+    short read each: constant memory however large the job); each row with the answer of its
+    own service (a job of several services has a row per reference and service, each decided
+    on its own). ``labels``/``ext`` False skip reading what the policy does not look at."""
     columns = [items.c.id, items.c.state, items.c.last_code, results.c.id.label("result_id")]
     columns.append(results.c.code)
     columns.append(results.c.risk_level)
     if ext:
         columns.append(results.c.ext)
     joined = items.outerjoin(
-        results, sa.and_(results.c.item_id == items.c.id, results.c.service == service)
+        results, sa.and_(results.c.item_id == items.c.id, results.c.service == items.c.service)
     )
     query = sa.select(*columns).select_from(joined).where(items.c.job_id == job_id)
     last = 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -49,6 +49,9 @@ class NewItem:
     content_key: str | None = None
     local_path: str | None = None  # a local file: uploaded at call time (worker.uploads)
     sha256: str | None = None
+    # The service this row asks (one row per reference and service of the job, migration 0009);
+    # None: the job's first service, filled in by insert_rows.
+    service: str | None = None
 
 
 def rejected_ref_key(source: str, line: int, identity: str = "") -> str:
@@ -60,6 +63,13 @@ def rejected_ref_key(source: str, line: int, identity: str = "") -> str:
     Without it, the display ``source`` and ``line`` stand in (rows built by hand, in tests).
     """
     return f"rejected:{identity}" if identity else f"rejected:{source}:{line}"
+
+
+def first_service(conn: Connection, job_id: int) -> str:
+    """The job's first service: the one a row built without a service (a rejected line, rows
+    built by hand) is recorded under."""
+    services = conn.execute(sa.select(jobs.c.service).where(jobs.c.id == job_id)).scalar_one()
+    return str(services).split(",")[0]
 
 
 def insert_items(engine: Engine, job_id: int, rows: Sequence[NewItem]) -> list[int]:
@@ -86,6 +96,9 @@ def insert_rows(conn: Connection, job_id: int, rows: Sequence[NewItem]) -> list[
     for row in rows:
         if row.state not in ("pending", "rejected"):
             raise ValueError(f"new items are 'pending' or 'rejected', not {row.state!r}")
+    if any(row.service is None for row in rows):
+        first = first_service(conn, job_id)
+        rows = [row if row.service is not None else replace(row, service=first) for row in rows]
     moment = now()
     if conn.dialect.name == "postgresql":
         return _copy_rows(conn, job_id, rows, moment)
@@ -106,7 +119,7 @@ _CREATE_STAGING = (
 _COPY_IN = f"COPY {_STAGING} ({_COLUMN_LIST}, seq) FROM STDIN"
 _MOVE_IN = (
     f"INSERT INTO items ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_STAGING} "  # noqa: S608
-    "ORDER BY seq ON CONFLICT (job_id, ref_key) DO NOTHING RETURNING id"
+    "ORDER BY seq ON CONFLICT (job_id, ref_key, service) DO NOTHING RETURNING id"
 )
 # COPY's text format: backslash, tab, newline and carriage return are escaped; NULL is \N.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -128,7 +141,7 @@ def copy_line(values: Sequence[object]) -> str:
     return "\t".join(out) + "\n"
 
 
-_SQLITE_ROWS = 500  # rows per statement: 500 x 26 values stay under SQLite's 32,766 parameters
+_SQLITE_ROWS = 500  # rows per statement: 500 x 27 values stay under SQLite's 32,766 parameters
 _SQLITE_COLUMNS = ", ".join(_COPY_COLUMNS)
 _SQLITE_ROW = "(" + ", ".join("?" * len(_COPY_COLUMNS)) + ")"
 
@@ -158,7 +171,7 @@ def _sqlite_rows(
         statement = (
             f"INSERT INTO items ({_SQLITE_COLUMNS}) VALUES "  # noqa: S608 - constants only
             + ", ".join([_SQLITE_ROW] * len(chunk))
-            + " ON CONFLICT (job_id, ref_key) DO NOTHING RETURNING id"
+            + " ON CONFLICT (job_id, ref_key, service) DO NOTHING RETURNING id"
         )
         flat = tuple(value for row in chunk for value in row)
         ids.extend(int(r[0]) for r in conn.exec_driver_sql(statement, flat))

@@ -1,13 +1,16 @@
-"""Jobs: a named batch of images moderated under one service and infoType.
+"""Jobs: a named batch of images moderated under one or more services and one infoType.
 
-A job's service and infoType never change once it exists (:func:`get_or_create_job` refuses),
-so every item of a job is moderated under one configuration. :func:`job_key` names a job across
-databases, for the Redis keys several deployments may share.
+A job's services and infoType never change once it exists (:func:`get_or_create_job` refuses),
+so every item of a job is moderated under one configuration. A job with several services has
+one item row per (reference, service) (migration 0009); ``jobs.service`` holds the names comma
+separated, in the order asked, and :attr:`Job.services` splits them. :func:`job_key` names a
+job across databases, for the Redis keys several deployments may share.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -35,6 +38,12 @@ class Job:
     rejected: int
     max_calls: int | None = None  # the most calls the job may bill (worker.budget); None: no cap
 
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The services asked of every reference, in the order given (the first is the one a
+        rejected line is recorded under)."""
+        return tuple(self.service.split(","))
+
 
 def _job(row: sa.Row[Any]) -> Job:
     return Job(**{name: row._mapping[name] for name in Job.__dataclass_fields__})
@@ -48,13 +57,19 @@ def job_key(job_id: int, name: str, created_at: datetime) -> str:
 
 
 def get_or_create_job(
-    engine: Engine, name: str, service: str, info_type: str, referer: str | None = None
+    engine: Engine,
+    name: str,
+    service: str | Sequence[str],
+    info_type: str,
+    referer: str | None = None,
 ) -> Job:
-    """The job called ``name``, created if new. Reusing a name with another service or infoType
-    is refused: its items would otherwise be moderated under two configurations. ``referer`` is
+    """The job called ``name``, created if new. ``service`` is one service or several (each
+    reference gets a row per service). Reusing a name with other services or infoType is
+    refused: its items would otherwise be moderated under two configurations. ``referer`` is
     the job's default when it is created; an existing job keeps its own."""
     if not name or len(name) > 200:
         raise ValueError(f"a job name has 1 to 200 characters, not {len(name)}")
+    service = service if isinstance(service, str) else ",".join(service)
     with write(engine) as conn:
         stmt = insert_for(conn, jobs).values(
             name=name, service=service, info_type=info_type, referer=referer, created_at=now()

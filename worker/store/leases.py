@@ -80,7 +80,7 @@ _CLAIMED_COLS = (
     items.c.kind,
     items.c.attempts,
     *(items.c[name] for name in _REF_FIELDS),
-    _of_job(jobs.c.service, "job_service"),
+    items.c.service,
     _of_job(jobs.c.info_type, "job_info_type"),
     _of_job(jobs.c.name, "job_name"),
     _of_job(jobs.c.created_at, "job_created_at"),
@@ -115,8 +115,8 @@ def claim_item(
     delivered twice, exactly one worker gets the row; the other sees None and acks.
     An expired lease (a worker that died, or stopped renewing) may be taken over. The lease
     runs ``lease_seconds`` on the database's clock; the owner keeps it alive with
-    :func:`renew_leases`. ``attempts`` counts claims. The job's service, infoType and key
-    come back from the same statement.
+    :func:`renew_leases`. ``attempts`` counts claims. The row's service (one row per
+    reference and service) and its job's infoType and key come back from the same statement.
     """
     params = {
         "claim_id": item_id,
@@ -135,7 +135,7 @@ def claim_item(
         kind=row.kind,
         ref=ImageRef(**{name: found[name] for name in _REF_FIELDS}),
         attempts=row.attempts,
-        service=row.job_service,
+        service=row.service,
         info_type=row.job_info_type,
         job_key=job_key(row.job_id, row.job_name, row.job_created_at),
         max_calls=row.job_max_calls,

@@ -67,7 +67,7 @@ def _filtered(
     decided: Sequence[str] = (),
 ) -> sa.Select[Any]:
     joined = items.outerjoin(
-        results, sa.and_(results.c.item_id == items.c.id, results.c.service == job.service)
+        results, sa.and_(results.c.item_id == items.c.id, results.c.service == items.c.service)
     )
     # The item's current decision: its latest row in the append-only decisions table.
     latest = (
@@ -191,7 +191,7 @@ def job_figures(engine: Engine, job: Job, *, top_labels: int, rejected: int) -> 
             (level, int(n))
             for level, n in conn.execute(
                 sa.select(results.c.risk_level, sa.func.count())
-                .where(results.c.job_id == job.id, results.c.service == job.service)
+                .where(results.c.job_id == job.id)
                 .group_by(results.c.risk_level)
                 .order_by(sa.func.count().desc(), results.c.risk_level)
             )

@@ -104,7 +104,8 @@ def linkable_keys(rows: Sequence[NewItem], scope: ReuseScope) -> tuple[list[str]
 
 def may_link(conn: Connection, rows: Sequence[NewItem], scope: ReuseScope) -> bool:
     """Whether any of ``rows`` could take a stored answer or wait for another row: two of
-    them share a key, or a row already stored (any job, any state) has one of their keys.
+    them share a key, or a row of the scope's service already stored (any job, any state) has
+    one of their keys (another service's rows of the same image never match).
     False is certain (no link statement could match); True only means "look closer".
     Runs before the insert, in its transaction: SQLite holds the write lock, so no other
     writer adds a matching row between the probe and the insert."""
@@ -117,7 +118,10 @@ def may_link(conn: Connection, rows: Sequence[NewItem], scope: ReuseScope) -> bo
         for start in range(0, len(keys), PROBE_CHUNK):
             found = conn.execute(
                 sa.select(items.c.id)
-                .where(items.c[column].in_(keys[start : start + PROBE_CHUNK]))
+                .where(
+                    items.c[column].in_(keys[start : start + PROBE_CHUNK]),
+                    items.c.service == scope.service,  # a row's answers are its service's
+                )
                 .limit(1)
             ).first()
             if found is not None:
@@ -194,7 +198,7 @@ def _open_original(column: str, scope: ReuseScope) -> sa.ScalarSelect[int]:
             earlier.c.id < items.c.id,
             earlier.c.state.in_(OPEN_STATES),
             earlier.c.waits_for.is_(None),
-            jobs.c.service == scope.service,
+            earlier.c.service == scope.service,
             jobs.c.info_type == scope.info_type,
         )
         .correlate(items)

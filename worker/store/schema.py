@@ -64,7 +64,8 @@ jobs = sa.Table(
     metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(200), nullable=False, unique=True),
-    sa.Column("service", sa.String(64), nullable=False),
+    # The job's services, comma separated in the order asked (migration 0009: several per job).
+    sa.Column("service", sa.String(200), nullable=False),
     sa.Column("info_type", sa.String(200), nullable=False, server_default=""),
     sa.Column("referer", sa.String(256)),
     sa.Column("created_at", UTCDateTime(), nullable=False),
@@ -119,7 +120,9 @@ items = sa.Table(
     # A waiter (migration 0005, worker.store.waiters): the open row with the same image whose
     # answer this pending row waits for; the window never takes it while set.
     sa.Column("waits_for", sa.BigInteger(), sa.ForeignKey("items.id"), index=True),
-    sa.UniqueConstraint("job_id", "ref_key"),
+    # The service this row asks (migration 0009): one row per (reference, service) of a job.
+    sa.Column("service", sa.String(64), nullable=False),
+    sa.UniqueConstraint("job_id", "ref_key", "service"),
     sa.Index(None, "job_id", "state"),
     sa.Index(None, "state", "lease_expires_at"),
     sa.Index(None, "job_id", "id"),  # keyset pagination of one job (exports, resume)

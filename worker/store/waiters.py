@@ -39,7 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from worker.store.engine import write
 from worker.store.reuse import BILLED_CODE, copy_answers
-from worker.store.schema import OPEN_STATES, items, jobs, results
+from worker.store.schema import OPEN_STATES, items, results
 from worker.store.sql import chunks, now
 
 SETTLE_BATCH = 5000  # waiters looked at per read; more are left for the next call
@@ -63,18 +63,14 @@ def settle_waiters(engine: Engine, batch: int = SETTLE_BATCH) -> Settled:
         sa.exists()
         .where(
             results.c.item_id == original.c.id,
-            results.c.service == jobs.c.service,
+            results.c.service == items.c.service,
             results.c.code == BILLED_CODE,
         )
         .label("answered")
     )
     look = (
-        sa.select(items.c.id, items.c.waits_for, jobs.c.service, answered)
-        .select_from(
-            items.join(original, original.c.id == items.c.waits_for).join(
-                jobs, jobs.c.id == items.c.job_id
-            )
-        )
+        sa.select(items.c.id, items.c.waits_for, items.c.service, answered)
+        .select_from(items.join(original, original.c.id == items.c.waits_for))
         .where(
             items.c.waits_for.is_not(None),
             items.c.state == "pending",
