@@ -83,10 +83,16 @@ def check_settings(env: Mapping[str, str] | None = None) -> tuple[Check, Setting
     except ConfigError as exc:
         return Check("settings", False, str(exc), "correct the variable named above"), None
     detail = (
-        f"endpoint {settings.endpoint}, service {settings.service}, QPS {settings.qps:g}, "
+        f"endpoint {settings.endpoint}, service {', '.join(services_of(settings))}, "
+        f"QPS {settings.qps:g}, "
         f"{settings.worker_concurrency} threads per worker"
     )
     return Check("settings", True, detail, warnings=settings_warnings(settings)), settings
+
+
+def services_of(settings: Settings) -> tuple[str, ...]:
+    """The services ``IMGMOD_SERVICE`` names (settings keep them comma-joined, validated)."""
+    return tuple(settings.service.split(","))
 
 
 def endpoint_region(settings: Settings) -> str | None:
@@ -103,10 +109,12 @@ def settings_warnings(settings: Settings) -> tuple[str, ...]:
     # Only Singapore and Virginia list services; the other rows "reuse the console
     # configurations" of one of them and list none (worker.vendor.Region).
     listing = REGIONS[region].services if region is not None and region in REGIONS else ()
-    if region is not None and settings.service not in listing:
-        listed = ", ".join(r.id for r in REGIONS.values() if settings.service in r.services)
+    for service in services_of(settings) if region is not None else ():
+        if service in listing:
+            continue
+        listed = ", ".join(r.id for r in REGIONS.values() if service in r.services)
         warnings.append(
-            f"the vendor's region table lists no {settings.service} for {region}; it lists it "
+            f"the vendor's region table lists no {service} for {region}; it lists it "
             f"for {listed} only: if calls fail (InvalidAction, 408), set IMGMOD_REGION to one "
             "of those"
         )
@@ -269,9 +277,11 @@ def _take_permit(settings: Settings) -> None:
         pass
 
 
-def check_endpoint(settings: Settings, creds: Credentials) -> Check:
+def check_endpoint(settings: Settings, creds: Credentials, service: str | None = None) -> Check:
     """The endpoint answers and its gateway accepts our signature, with a request no service
-    can answer with Code 200 (see the module docstring)."""
+    can answer with Code 200 (see the module docstring), asked of ``service`` (default: the
+    first configured). With several services configured each is probed: an account can have
+    one activated and not another (Code 408), which only that service's answer shows."""
     from worker.client import ModerationClient
     from worker.errors import (
         AuthError,
@@ -283,7 +293,8 @@ def check_endpoint(settings: Settings, creds: Credentials) -> Check:
         error_for,
     )
 
-    name = "endpoint"
+    service = service or services_of(settings)[0]
+    name = "endpoint" if len(services_of(settings)) == 1 else f"endpoint ({service})"
     try:
         client = ModerationClient(
             settings.endpoint,
@@ -298,7 +309,7 @@ def check_endpoint(settings: Settings, creds: Credentials) -> Check:
         return Check(name, False, f"not probed: {exc}", "correct the setting named above")
     _take_permit(settings)
     try:
-        answer = client.send(probe_fields(settings.service)).response
+        answer = client.send(probe_fields(service)).response
     except ModerationError as exc:
         if not isinstance(exc, TransportError):
             return Check(
@@ -360,7 +371,7 @@ def run_checks(env: Mapping[str, str] | None = None) -> list[Check]:
         return checks
     checks += [check_database(settings), check_broker(settings), check_limiter(settings)]
     if creds is not None:
-        checks.append(check_endpoint(settings, creds))
+        checks += [check_endpoint(settings, creds, service) for service in services_of(settings)]
     return checks
 
 

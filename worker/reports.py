@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import IO, Any
 
 from sqlalchemy.engine import Engine
 
+from worker.export_services import flat_record, label_cell, reference_records
+from worker.prices import Prices
+from worker.report_data import service_billing, total_billing
 from worker.store.budgets import paused_reasons
 from worker.store.jobs import Job
-from worker.store.queries import export_pages, job_figures, state_counts
+from worker.store.queries import ExportPage, export_pages, job_figures, state_counts
+from worker.store.reference_pages import reference_pages
+from worker.store.service_figures import ServiceFigures, reference_counts, service_figures
 
 EXPORT_FIELDS = (
     "job",
@@ -76,7 +82,9 @@ def _iso(moment: datetime | None) -> str | None:
 def export_records(
     engine: Engine, job: Job, flt: ExportFilter, batch: int = 1000
 ) -> Iterator[dict[str, Any]]:
-    """One dict per item of ``job`` that passes ``flt``, in item order, streamed in pages.
+    """One dict per item of ``job`` that passes ``flt``, in item order, streamed in pages; for
+    a job of several services, one per reference with ``results`` per service
+    (:mod:`worker.export_services`).
 
     ``code``/``msg`` are the stored answer's, or the last attempt's for unfinished and failed
     items; ``ext`` is exactly what the API returned; ``error`` is why the item was rejected or
@@ -85,9 +93,7 @@ def export_records(
     ``decision``/``policy``/``policy_version`` are the item's current (latest) decision and the
     policy that made it (``policy`` None for a reviewer's), all None before ``imgmod decide``.
     """
-    pages = export_pages(
-        engine,
-        job,
+    found: dict[str, Any] = dict(
         states=flt.states,
         risk_levels=flt.risk_levels,
         label=flt.label,
@@ -95,34 +101,46 @@ def export_records(
         decided=flt.decisions,
         batch=batch,
     )
-    for page in pages:
+    if len(job.services) > 1:  # one line per reference, a result per service
+        yield from reference_records(
+            (row.ref_key, row.service, _row_record(job, page, row))
+            for page in reference_pages(engine, job, **found)
+            for row in page.rows
+        )
+        return
+    for page in export_pages(engine, job, **found):
         for row in page.rows:
-            has_result = row.result_id is not None
-            yield {
-                "job": job.name,
-                "image_url": row.image_url,
-                "oss_bucket": row.oss_bucket,
-                "oss_object": row.oss_object,
-                "oss_region": row.oss_region,
-                "data_id": row.data_id,
-                "referer": row.referer,
-                "source": row.source,
-                "line": row.line,
-                "status": row.state,
-                "risk_level": row.risk_level,
-                "labels": page.labels.get(row.result_id, []) if has_result else [],
-                "ext": row.ext,
-                "request_id": row.request_id,
-                "code": row.code if has_result else row.last_code,
-                "msg": row.msg if has_result else row.last_message,
-                "attempts": row.attempts,
-                "error": row.last_error,
-                "moderated_at": _iso(row.moderated_at),
-                "reused": row.reused_from is not None,
-                "decision": row.decision,
-                "policy": row.policy_name,
-                "policy_version": row.policy_version,
-            }
+            yield _row_record(job, page, row)
+
+
+def _row_record(job: Job, page: ExportPage, row: Any) -> dict[str, Any]:
+    """One row (one reference under one service) as an export record."""
+    has_result = row.result_id is not None
+    return {
+        "job": job.name,
+        "image_url": row.image_url,
+        "oss_bucket": row.oss_bucket,
+        "oss_object": row.oss_object,
+        "oss_region": row.oss_region,
+        "data_id": row.data_id,
+        "referer": row.referer,
+        "source": row.source,
+        "line": row.line,
+        "status": row.state,
+        "risk_level": row.risk_level,
+        "labels": page.labels.get(row.result_id, []) if has_result else [],
+        "ext": row.ext,
+        "request_id": row.request_id,
+        "code": row.code if has_result else row.last_code,
+        "msg": row.msg if has_result else row.last_message,
+        "attempts": row.attempts,
+        "error": row.last_error,
+        "moderated_at": _iso(row.moderated_at),
+        "reused": row.reused_from is not None,
+        "decision": row.decision,
+        "policy": row.policy_name,
+        "policy_version": row.policy_version,
+    }
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], fh: IO[str]) -> int:
@@ -132,15 +150,6 @@ def write_jsonl(records: Iterable[dict[str, Any]], fh: IO[str]) -> int:
         fh.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
         count += 1
     return count
-
-
-def _label_cell(labels: list[dict[str, Any]]) -> str:
-    return ";".join(
-        label["label"]
-        if label["confidence"] is None
-        else f"{label['label']}:{label['confidence']:g}"
-        for label in labels
-    )
 
 
 def spreadsheet_safe(cell: str) -> str:
@@ -153,18 +162,27 @@ def spreadsheet_safe(cell: str) -> str:
     return "'" + cell if cell.startswith(FORMULA_TRIGGERS) else cell
 
 
-def write_csv(records: Iterable[dict[str, Any]], fh: IO[str]) -> int:
-    """CSV with a header; ``labels`` as ``label:confidence;...``, ``ext`` as a JSON string.
-    Every text cell goes through :func:`spreadsheet_safe`. Open ``fh`` with ``newline=""``.
-    Returns the number of records written.
+def write_csv(
+    records: Iterable[dict[str, Any]], fh: IO[str], fields: Sequence[str] = EXPORT_FIELDS
+) -> int:
+    """CSV with a header; ``labels`` as ``label:confidence;...``, ``ext`` as a JSON string; a
+    record of several services (``results``) in prefixed columns (``fields``:
+    :func:`worker.export_services.csv_fields`). Every text cell goes through
+    :func:`spreadsheet_safe`. Open ``fh`` with ``newline=""``. Returns the number of records
+    written.
     """
-    writer = csv.DictWriter(fh, fieldnames=EXPORT_FIELDS, extrasaction="ignore")
+    writer = csv.DictWriter(fh, fieldnames=list(fields), extrasaction="ignore")
     writer.writeheader()
     count = 0
     for record in records:
-        row = dict(record)
-        row["labels"] = _label_cell(record["labels"])
-        row["ext"] = "" if record["ext"] is None else json.dumps(record["ext"], ensure_ascii=False)
+        if "results" in record:
+            row = flat_record(record)
+        else:
+            row = dict(record)
+            row["labels"] = label_cell(record["labels"])
+            row["ext"] = (
+                "" if record["ext"] is None else json.dumps(record["ext"], ensure_ascii=False)
+            )
         writer.writerow(
             {
                 k: "" if v is None else spreadsheet_safe(v) if isinstance(v, str) else v
@@ -183,8 +201,21 @@ class RejectedSample:
 
 
 @dataclass(frozen=True)
+class ServiceCost:
+    """One service's billed calls at its own price; ``cost`` None when it has no price."""
+
+    service: str
+    billable_calls: int
+    price_per_1000: Decimal | None
+    cost: Decimal | None
+
+
+@dataclass(frozen=True)
 class Report:
-    """The figures ``imgmod report`` prints for one job."""
+    """The figures ``imgmod report`` prints for one job. ``services`` breaks them down per
+    service (one entry for a one-service job); ``references`` counts each reference once,
+    done when every service's row is; ``cost`` adds the services' costs up when every service
+    is priced (``IMGMOD_PRICE_PER_1000``)."""
 
     job: Job
     by_state: dict[str, int]
@@ -195,17 +226,27 @@ class Report:
     reused: int  # rows answered by an earlier job's answer: each one a call saved
     rejected_samples: list[RejectedSample]
     paused: dict[str, int] = field(default_factory=dict)  # reason -> rows waiting on a budget
+    services: list[ServiceFigures] = field(default_factory=list)
+    references: dict[str, int] = field(default_factory=dict)
+    costs: list[ServiceCost] = field(default_factory=list)  # empty without prices
+    cost: Decimal | None = None
+    currency: str = ""
 
 
 def _named(counts: list[tuple[str | None, int]]) -> dict[str, int]:
     return {("unknown" if key is None else str(key)): n for key, n in counts}
 
 
-def build_report(engine: Engine, job: Job) -> Report:
+def build_report(engine: Engine, job: Job, prices: Prices | None = None) -> Report:
     """The job's figures (counted by the database, :func:`worker.store.queries.job_figures`),
-    with answers and failures of no risk level or code named ``unknown``."""
+    with answers and failures of no risk level or code named ``unknown``, broken down per
+    service (:mod:`worker.store.service_figures`), each service's calls at its own price."""
+    prices = prices or Prices()
     by_state = state_counts(engine, job.id)
     figures = job_figures(engine, job, top_labels=TOP_LABELS, rejected=REJECTED_SAMPLES)
+    services = service_figures(engine, job, top_labels=TOP_LABELS)
+    billed = [service_billing(s.service, s.billable_calls, s.reused, prices) for s in services]
+    total = total_billing(tuple(billed), figures.billable_calls, figures.reused, prices.currency)
     return Report(
         job=job,
         by_state=by_state,
@@ -216,34 +257,84 @@ def build_report(engine: Engine, job: Job) -> Report:
         reused=figures.reused,
         rejected_samples=[RejectedSample(*sample) for sample in figures.rejected],
         paused=paused_reasons(engine, job.id) if by_state.get("paused") else {},
+        services=services,
+        references=reference_counts(engine, job),
+        costs=[
+            ServiceCost(s.service, b.billed_calls, b.price_per_1000, b.cost)
+            for s, b in zip(services, billed, strict=True)
+        ]
+        if prices
+        else [],
+        cost=total.cost,
+        currency=prices.currency,
     )
 
 
 def render_report(rep: Report) -> str:
-    """The report as ``imgmod report`` prints it: one line per figure, labels as a table."""
+    """The report as ``imgmod report`` prints it: one line per figure, labels as a table; for
+    a job of several services, references counted once and a block per service."""
     job = rep.job
+    several = len(rep.services) > 1
+    asked = f"{len(rep.services)} services" if several else job.service
     lines = [
-        f"Job {job.name} ({job.service}; {job.total_lines} lines read, "
+        f"Job {job.name} ({asked}; {job.total_lines} lines read, "
         f"{job.duplicates} duplicates skipped)"
     ]
-    lines.append("  states:         " + _fmt_counts(rep.by_state))
+    if several:
+        lines.append("  references:     " + _fmt_counts(rep.references, sort=False))
+    rows = "  rows:           " if several else "  states:         "
+    lines.append(rows + _fmt_counts(rep.by_state))
     lines.append("  risk levels:    " + _fmt_counts(rep.by_risk))
     lines.append(f"  billable calls: {rep.billable_calls}")
+    if rep.costs:
+        lines.append(f"  cost:           {_fmt_cost(rep.cost, rep.currency)}")
     for reason, n in rep.paused.items():  # rows waiting on a budget (imgmod resume)
         lines.append(f"  {n} {reason}")
     if rep.reused:
         lines.append(f"  reused answers: {rep.reused} ({rep.reused} calls saved)")
     if rep.failures_by_code:
         lines.append("  failures by code: " + _fmt_counts(rep.failures_by_code))
-    if rep.top_labels:
-        lines.append("  top labels:                               images  max confidence")
-        for label, count, max_conf in rep.top_labels:
-            conf = "-" if max_conf is None else f"{max_conf:.2f}"
-            lines.append(f"    {label:<40} {count:>6}  {conf:>6}")
+    if several:
+        costs = {c.service: c for c in rep.costs}
+        for part in rep.services:
+            lines.extend(_service_lines(part, costs.get(part.service), rep.currency))
+    else:
+        lines.extend(_label_lines(rep.top_labels, "  "))
     for sample in rep.rejected_samples:
         lines.append(f"  rejected in {sample.source}, {sample.error}")
     return "\n".join(lines)
 
 
-def _fmt_counts(counts: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v) or "-"
+def _service_lines(part: ServiceFigures, priced: ServiceCost | None, currency: str) -> list[str]:
+    lines = [
+        f"  service {part.service}:",
+        "    rows:           " + _fmt_counts(part.by_state),
+        "    risk levels:    " + _fmt_counts(_named(part.by_risk)),
+        f"    billable calls: {part.billable_calls}",
+    ]
+    if priced is not None:
+        lines.append(f"    cost:           {_fmt_cost(priced.cost, currency)}")
+    if part.reused:
+        lines.append(f"    reused answers: {part.reused}")
+    if part.failures_by_code:
+        lines.append("    failures by code: " + _fmt_counts(_named(part.failures_by_code)))
+    return lines + _label_lines(part.top_labels, "    ")
+
+
+def _label_lines(top: list[tuple[str, int, float | None]], indent: str) -> list[str]:
+    if not top:
+        return []
+    lines = [f"{indent}top labels:{' ' * 31}images  max confidence"]
+    for label, count, max_conf in top:
+        conf = "-" if max_conf is None else f"{max_conf:.2f}"
+        lines.append(f"{indent}  {label:<40} {count:>6}  {conf:>6}")
+    return lines
+
+
+def _fmt_cost(amount: Decimal | None, currency: str) -> str:
+    return "unknown: a service has no price" if amount is None else f"{amount:,.2f} {currency}"
+
+
+def _fmt_counts(counts: dict[str, int], sort: bool = True) -> str:
+    pairs = sorted(counts.items()) if sort else counts.items()
+    return ", ".join(f"{k} {v}" for k, v in pairs if v) or "-"

@@ -84,6 +84,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "worker.watch",
             "worker.reports",
+            "worker.export_services",  # a job of several services: a line per reference
             "worker.report_data",  # the report's chart figures, shared with the review page
             "worker.report_html",  # imgmod report --html: one self-contained page (Jinja2)
             "worker.decide",  # imgmod decide: a policy over a job's stored answers, no call

@@ -39,6 +39,31 @@ def _read_only_engine(settings: Settings) -> tuple[Engine | None, str | None]:
     return engine, None
 
 
+def _checked_request(
+    settings: Settings, service: str | None, info_type: str | None
+) -> tuple[tuple[str, ...], str]:
+    """The services and infoType the run would open its job with, checked as
+    :func:`worker.producer.open_job` checks them (each service named once, each listed by the
+    endpoint's region), before any input is read; a refusal is one line, exit 2."""
+    from worker.vendor import (
+        InvalidParameter,
+        service_not_offered,
+        validate_info_type,
+        validate_services,
+    )
+
+    try:
+        services = validate_services(service or settings.service)
+        checked_info = validate_info_type(settings.info_type if info_type is None else info_type)
+        for checked in services:
+            if (refusal := service_not_offered(settings.endpoint, checked)) is not None:
+                raise InvalidParameter("Service", refusal)
+    except InvalidParameter as exc:
+        option = {"Service": "--service", "infoType": "--info-type"}.get(exc.field, exc.field)
+        raise CliError(f"{option}: {exc.reason}") from None
+    return services, checked_info
+
+
 def dry_run(
     env: CommandEnv,
     inputs: tuple[str, ...],
@@ -58,28 +83,15 @@ def dry_run(
     from worker.cli.listing import folder_filters_for, listing_for, oss_errors
     from worker.dryrun import Estimate, estimate, price, records_of
     from worker.sources.records import Defaults
-    from worker.vendor import (
-        InvalidParameter,
-        service_not_offered,
-        validate_info_type,
-        validate_service,
-    )
 
     settings = env.settings
+    checked_services, checked_info = _checked_request(settings, service, info_type)
     check_inputs(
         inputs, folder_filters_for(inputs, listing_args["include"], listing_args["exclude"])
     )
-    try:
-        checked_service = validate_service(service or settings.service)
-        checked_info = validate_info_type(settings.info_type if info_type is None else info_type)
-        if (refusal := service_not_offered(settings.endpoint, checked_service)) is not None:
-            raise InvalidParameter("Service", refusal)
-    except InvalidParameter as exc:
-        option = {"Service": "--service", "infoType": "--info-type"}.get(exc.field, exc.field)
-        raise CliError(f"{option}: {exc.reason}") from None
     engine, unknown = _read_only_engine(settings)
     job = store.get_job(engine, job_name) if engine is not None else None
-    if job is not None and (job.service, job.info_type) != (checked_service, checked_info):
+    if job is not None and (job.services, job.info_type) != (checked_services, checked_info):
         raise CliError(
             f"job {job_name!r} already exists with service {job.service!r} and infoType "
             f"{job.info_type!r}; use another job name or the job's own settings"
@@ -87,9 +99,9 @@ def dry_run(
     if engine is None and listing_args.get("since_job"):
         raise CliError(f"--since-job needs the database, and there is none: {unknown}")
     listing = listing_for(settings, engine, inputs, oss_region, **listing_args)  # type: ignore[arg-type]
-    # As worker.producer.reuse_scope decides for the job the run would open.
-    scope = None if rescan else store.ReuseScope(checked_service, checked_info, urls=reuse_urls)
-    result = Estimate(job_name, (checked_service,), max_calls=max_calls)
+    # As worker.producer.reuse_scope decides for the job the run would open (per service).
+    scope = store.ReuseScope(checked_services[0], checked_info, urls=reuse_urls, stored=not rescan)
+    result = Estimate(job_name, checked_services, max_calls=max_calls)
     skipped = [0]
     with oss_errors():
         batches = records_of(

@@ -39,7 +39,12 @@ _OPTION_OF_FIELD = {"Service": "--service", "infoType": "--info-type", "referer"
 _input_options = [
     click.argument("inputs", nargs=-1, required=True),
     click.option("--job", "job_name", required=True, help="Job name; reusing it adds to the job."),
-    click.option("--service", default=None, help="baselineCheck_global or aigcDetector_global."),
+    click.option(
+        "--service",
+        default=None,
+        help="baselineCheck_global, aigcDetector_global, or both comma separated: every image "
+        "is asked each (a row, a call and a result per service). Default IMGMOD_SERVICE.",
+    ),
     click.option(
         "--info-type",
         default=None,
@@ -376,11 +381,15 @@ def status(env: CommandEnv, job_name: str | None, as_json: bool) -> None:
                 "budget": budget.budget_status(engine, job, env.settings),
             }
         )
+        if len(job.services) > 1:  # rows are per (reference, service): each service's own
+            rows[-1]["by_service"] = store.service_state_counts(engine, job.id)
     if as_json:
         click.echo(json.dumps(rows if job_name is None else rows[0], indent=2))
         return
     for row in rows:
         print_counts(row["job"], row["states"])
+        for service, counts in row.get("by_service", {}).items():
+            print_counts(f"{row['job']} / {service}", counts)
         budget.print_budget(row["budget"])
 
 

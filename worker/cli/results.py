@@ -50,6 +50,7 @@ def export(
     output: IO[str],
 ) -> None:
     """Stream JOB's references with their results as JSONL or CSV."""
+    from worker.export_services import csv_fields
     from worker.reports import ExportFilter, export_records, write_csv, write_jsonl
     from worker.store import DECISIONS
 
@@ -70,7 +71,12 @@ def export(
         decisions=wanted,
     )
     records = export_records(engine, job, flt)
-    (write_jsonl if fmt == "jsonl" else write_csv)(records, output)
+    if fmt == "jsonl":
+        write_jsonl(records, output)
+    elif len(job.services) > 1:  # one row per reference, prefixed columns per service
+        write_csv(records, output, csv_fields(job.services))
+    else:
+        write_csv(records, output)
 
 
 @click.command()
@@ -85,7 +91,9 @@ def export(
 )
 @pass_env
 def report(env: CommandEnv, job_name: str, as_json: bool, html_path: Path | None) -> None:
-    """Totals by state and risk, top labels, failures by code, billable calls."""
+    """Totals by state and risk, top labels, failures by code, billable calls (and their cost,
+    each service at its IMGMOD_PRICE_PER_1000 price); a job of several services is broken
+    down per service, its references counted once."""
     from worker.reports import build_report, render_report
 
     if as_json and html_path is not None:
@@ -94,7 +102,7 @@ def report(env: CommandEnv, job_name: str, as_json: bool, html_path: Path | None
     if html_path is not None:
         _write_html_report(env, engine, find_job(engine, job_name), html_path)
         return
-    rep = build_report(engine, find_job(engine, job_name))
+    rep = build_report(engine, find_job(engine, job_name), env.settings.billing.prices)
     if as_json:
         click.echo(json.dumps(asdict(rep), indent=2, default=str))
         return
@@ -105,13 +113,7 @@ def _write_html_report(env: CommandEnv, engine: Engine, job: Job, path: Path) ->
     from worker.report_data import report_data
     from worker.report_html import ReportNotWritten, render_html, write_html
 
-    prices = env.settings.billing.prices
-    data = report_data(
-        engine,
-        job,
-        price_per_1000=prices.per_1000.get(job.service),
-        currency=prices.currency,
-    )
+    data = report_data(engine, job, prices=env.settings.billing.prices)
     try:
         size = write_html(render_html(data), path)
     except ReportNotWritten as exc:

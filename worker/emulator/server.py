@@ -204,7 +204,11 @@ class Emulator:
             return await self._reply(answer, request_id, extra_ms=extra_ms)
         answer = await self._answer(checked_request)
         return await self._reply(
-            answer, request_id, image_key=checked_request.image_key, extra_ms=extra_ms
+            answer,
+            request_id,
+            image_key=checked_request.image_key,
+            extra_ms=extra_ms,
+            service=checked_request.service,
         )
 
     @staticmethod
@@ -273,9 +277,10 @@ class Emulator:
         request_id: str,
         image_key: str | None = None,
         extra_ms: float = 0.0,
+        service: str | None = None,
     ) -> web.Response:
         await self._pause(extra_ms)
-        self.stats.record(answer.code, image_key)
+        self.stats.record(answer.code, image_key, service)
         return web.Response(
             body=service_body(answer.code, answer.msg, answer.data, request_id),
             content_type="application/json",

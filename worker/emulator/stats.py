@@ -1,7 +1,8 @@
 """Counters the tests read through ``GET /__emulator__/stats``: calls, billing, codes, concurrency.
 
 ``billed`` counts Code 200 answers, the only ones the vendor charges for; ``billed_by_image``
-lets a test prove an image was never billed twice.
+lets a test prove an image was never billed twice, ``billed_by_service`` what each service of a
+job of several was billed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class Stats:
         self.billed = 0
         self.by_code: Counter[str] = Counter()
         self.billed_by_image: Counter[str] = Counter()
+        self.billed_by_service: Counter[str] = Counter()
         self.max_concurrency = self.in_flight
 
     def enter(self) -> None:
@@ -32,11 +34,15 @@ class Stats:
     def leave(self) -> None:
         self.in_flight -= 1
 
-    def record(self, outcome: str | int, image_key: str | None = None) -> None:
-        """Count one answer; a Code 200 answer is billed to ``image_key``."""
+    def record(
+        self, outcome: str | int, image_key: str | None = None, service: str | None = None
+    ) -> None:
+        """Count one answer; a Code 200 answer is billed to ``image_key`` under ``service``."""
         self.by_code[str(outcome)] += 1
         if outcome == 200:
             self.billed += 1
+            if service is not None:
+                self.billed_by_service[service] += 1
             if image_key is not None:
                 self.billed_by_image[image_key] += 1
 
@@ -46,6 +52,7 @@ class Stats:
             "billed": self.billed,
             "by_code": dict(self.by_code),
             "billed_by_image": dict(self.billed_by_image),
+            "billed_by_service": dict(self.billed_by_service),
             "max_concurrency": self.max_concurrency,
             "in_flight": self.in_flight,
         }

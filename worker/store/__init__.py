@@ -101,7 +101,7 @@ from worker.store.migrate import (
     head_revision,
     upgrade,
 )
-from worker.store.queries import attempts_made, state_counts
+from worker.store.queries import attempts_made, service_state_counts, state_counts
 from worker.store.reuse import Inserted, ReuseScope, insert_reusing
 
 # Last: ``store.items`` and ``store.jobs`` are the tables (as callers have always used them),
@@ -195,6 +195,7 @@ __all__ = [
     "record_result",
     "record_retry",
     "rejected_ref_key",
+    "service_state_counts",
     "renew_leases",
     "reopen_open_items",
     "requeue_expired",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from worker.store.jobs import Job
 from worker.store.schema import STATES, decisions, items, result_labels, results
@@ -31,6 +31,21 @@ def state_counts(engine: Engine, job_id: int) -> dict[str, int]:
         ).all()
     counts = dict.fromkeys(STATES, 0)
     counts.update({state: int(n) for state, n in rows})
+    return counts
+
+
+def service_state_counts(engine: Engine, job_id: int) -> dict[str, dict[str, int]]:
+    """Rows per state for each service of a job (a job of several services has a row per
+    reference and service), every state listed, services in name order."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(items.c.service, items.c.state, sa.func.count())
+            .where(items.c.job_id == job_id)
+            .group_by(items.c.service, items.c.state)
+        ).all()
+    counts: dict[str, dict[str, int]] = {}
+    for service, state, n in sorted(rows, key=lambda row: str(row[0])):
+        counts.setdefault(str(service), dict.fromkeys(STATES, 0))[str(state)] = int(n)
     return counts
 
 
@@ -58,7 +73,7 @@ class ExportPage:
     labels: Mapping[int, list[dict[str, Any]]]
 
 
-def _filtered(
+def filtered_rows(
     job: Job,
     states: Sequence[str],
     risk_levels: Sequence[str],
@@ -79,6 +94,8 @@ def _filtered(
     joined = joined.outerjoin(decisions, decisions.c.id == latest)
     query = sa.select(
         items.c.id,
+        items.c.ref_key,
+        items.c.service,
         items.c.image_url,
         items.c.oss_bucket,
         items.c.oss_object,
@@ -121,6 +138,27 @@ def _filtered(
     return query
 
 
+def labels_of(conn: Connection, result_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    """The labels of the answers ``result_ids`` (one page's), by result id, in stored order."""
+    labels: dict[int, list[dict[str, Any]]] = {}
+    if not result_ids:
+        return labels
+    for found in conn.execute(
+        sa.select(result_labels)
+        .where(result_labels.c.result_id.in_(result_ids))
+        .order_by(result_labels.c.id)
+    ):
+        labels.setdefault(found.result_id, []).append(
+            {
+                "label": found.label,
+                "confidence": found.confidence,
+                "description": found.description,
+                "risk_level": found.risk_level,
+            }
+        )
+    return labels
+
+
 def export_pages(
     engine: Engine,
     job: Job,
@@ -139,29 +177,14 @@ def export_pages(
     confidence (``nonLabel``) never passes a ``min_confidence``. ``decided`` keeps items whose
     current (latest) decision is one of those given.
     """
-    query = _filtered(job, states, risk_levels, label, min_confidence, decided)
+    query = filtered_rows(job, states, risk_levels, label, min_confidence, decided)
     last = 0
     while True:
         with engine.connect() as conn:
             rows = conn.execute(
                 query.where(items.c.id > last).order_by(items.c.id).limit(batch)
             ).all()
-            result_ids = [row.result_id for row in rows if row.result_id is not None]
-            labels: dict[int, list[dict[str, Any]]] = {}
-            if result_ids:
-                for found in conn.execute(
-                    sa.select(result_labels)
-                    .where(result_labels.c.result_id.in_(result_ids))
-                    .order_by(result_labels.c.id)
-                ):
-                    labels.setdefault(found.result_id, []).append(
-                        {
-                            "label": found.label,
-                            "confidence": found.confidence,
-                            "description": found.description,
-                            "risk_level": found.risk_level,
-                        }
-                    )
+            labels = labels_of(conn, [row.result_id for row in rows if row.result_id is not None])
         if not rows:
             return
         yield ExportPage(rows, labels)
