@@ -38,6 +38,7 @@ from worker.store.actions import (
     begin_object_action,
     decided_pages,
     finish_object_action,
+    first_of_each_object,
     object_actions_for,
     record_event,
 )
@@ -72,7 +73,9 @@ class Change:
         if self.mode == "freeze":
             acl = (self.acl_before or "default") if self.undo else FROZEN_ACL
             return f"{'unfreeze' if self.undo else 'freeze'} {where}: ACL -> {acl}"
-        return f"{'move back' if self.undo else 'move'} {where} -> oss://{self.bucket}/{self.target}"
+        return (
+            f"{'move back' if self.undo else 'move'} {where} -> oss://{self.bucket}/{self.target}"
+        )
 
 
 @dataclass
@@ -124,9 +127,7 @@ def plan_restore(item: DecidedItem, existing: ObjectAction | None) -> Change | s
         )  # fmt: skip
     if existing.state == "applying" and existing.current_key == existing.original_key:
         return "unchanged"  # pragma: no cover - a move's intent always names its target
-    return Change(
-        item, "move", True, existing.bucket, existing.current_key, existing.original_key
-    )
+    return Change(item, "move", True, existing.bucket, existing.current_key, existing.original_key)
 
 
 def plan(
@@ -142,6 +143,8 @@ def plan(
     """The changes of ``act`` (``undo`` False, ``mode`` given) or ``restore`` (``undo`` True,
     ``mode`` None: every recorded action), page by page; ``tally`` counts the rest."""
     for page in decided_pages(engine, job_id, decision):
+        if not undo:  # once per object, not once per service of it (restore: every record)
+            page = first_of_each_object(engine, job_id, decision, page)
         recorded = object_actions_for(engine, [i.item_id for i in page], None if undo else mode)
         for item in page:
             modes = [mode] if mode else list(MODES)

@@ -226,3 +226,51 @@ def test_the_emulators_acl_copy_and_delete_answer_the_sdk_as_oss_does(emu, root)
             call()
         error = caught.value.unwrap()
         assert isinstance(error, oss.exceptions.ServiceError) and error.status_code == 404
+
+
+def test_an_object_two_services_blocked_is_frozen_once_and_restored(emu, root, sqlite_url):
+    """A job of two services has a row per (object, service); when both rows say block, the
+    object is frozen once (a second freeze would remember "private" as its ACL and a restore
+    would leave it private)."""
+    bucket, keys = "two-services", [f"p/{n}.png" for n in range(5)]
+    write_objects(root, bucket, keys)
+    client = oss_client(emu.oss_url)
+    client.put_object_acl(oss.PutObjectAclRequest(bucket=bucket, key=keys[0], acl="public-read"))
+    store.upgrade(sqlite_url)
+    engine = store.ensure_schema(sqlite_url)
+    n = len(keys)
+    # Baseline blocks objects 0-2, the AIGC detector blocks 0, 1 and 3; object 4 passes both.
+    decided = {0: "block", 1: "block", 2: "block", n: "block", n + 1: "block", n + 3: "block"}
+    job_id = decided_job(
+        engine,
+        "two-act",
+        [(bucket, k) for k in keys],
+        decided,
+        services=("baselineCheck_global", "aigcDetector_global"),
+    )
+    env = _env(emu, sqlite_url)
+
+    frozen = run_imgmod(env, "act", "two-act", "--decision", "block", "--action", "quarantine",
+                        "--yes")  # fmt: skip
+
+    assert frozen.returncode == 0, frozen.stderr
+    assert "4 objects frozen" in frozen.stdout
+    with engine.connect() as conn:
+        acted = conn.execute(
+            sa.select(object_actions.c.original_key, object_actions.c.acl_before).where(
+                object_actions.c.job_id == job_id
+            )
+        ).all()
+    assert sorted(acted) == [(keys[0], "public-read"), *((keys[i], "default") for i in (1, 2, 3))]
+    assert _acls(client, bucket, keys) == {
+        keys[0]: "private", keys[1]: "private", keys[2]: "private", keys[3]: "private",
+        keys[4]: "default",
+    }  # fmt: skip
+    assert _left(engine, job_id, "freeze", undo=False).changes == 0
+
+    undone = run_imgmod(env, "restore", "two-act", "--yes")
+
+    assert undone.returncode == 0, undone.stderr
+    assert _acls(client, bucket, keys) == {
+        keys[0]: "public-read", **{k: "default" for k in keys[1:]}
+    }

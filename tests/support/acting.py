@@ -32,12 +32,14 @@ def decided_job(
     name: str,
     refs: Sequence[tuple[str, str] | str],
     decision_of: dict[int, str] | str = "block",
+    services: Sequence[str] = ("baselineCheck_global",),
 ) -> int:
     """A job of ``refs`` (``(bucket, key)`` for an OSS object, a string for a URL), each row
-    ``done`` with one decision (by position; one for all when a string). Returns the job id."""
-    job = store.get_or_create_job(engine, name, "baselineCheck_global", "")
+    ``done`` with one decision (by position in id order, the first service's rows first, then
+    the next service's; one for all when a string). Returns the job id."""
+    job = store.get_or_create_job(engine, name, services, "")
     rows = []
-    for line, ref in enumerate(refs, 1):
+    for service, (line, ref) in ((s, r) for s in services for r in enumerate(refs, 1)):
         oss_ref = isinstance(ref, tuple)
         rows.append(
             store.NewItem(
@@ -52,6 +54,7 @@ def decided_job(
                 source="test",
                 line=line,
                 state="pending",
+                service=service,
             )
         )
     store.insert_items(engine, job.id, rows)
@@ -61,7 +64,7 @@ def decided_job(
             store.items.update().where(store.items.c.job_id == job.id).values(state="done")
         )
         ids = conn.execute(
-            sa.select(store.items.c.id).where(store.items.c.job_id == job.id).order_by("line")
+            sa.select(store.items.c.id).where(store.items.c.job_id == job.id).order_by("id")
         ).scalars()
         conn.execute(
             decisions.insert(),

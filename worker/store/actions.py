@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from worker.store.decisions import latest_decisions
 from worker.store.engine import write
 from worker.store.events import NewEvent, append_event, insert_events
-from worker.store.schema import items, object_actions, webhook_deliveries
+from worker.store.schema import decisions, items, object_actions, webhook_deliveries
 from worker.store.sql import chunks, insert_for, now
 
 PAGE = 500  # items per read: one short read per page, memory flat on any job
@@ -45,6 +45,7 @@ class DecidedItem:
     decision_id: int
     policy_name: str | None
     policy_version: str | None
+    ref_key: str = ""  # the reference: a job of several services has a row per service of it
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,40 @@ def decided_pages(
                 decision_id=made.id,
                 policy_name=made.policy_name,
                 policy_version=made.policy_version,
+                ref_key=rows[made.item_id].ref_key,
             )
             for made in found
         ]
         after = found[-1].item_id
+
+
+def first_of_each_object(
+    engine: Engine, job_id: int, decision: str | None, page: Sequence[DecidedItem]
+) -> list[DecidedItem]:
+    """The items of ``page`` that act for their object: a job of several services has a row
+    per (reference, service), and when two services' rows of one image carry the decision, a
+    second freeze would record the first one's ACL ("private") as the object's own, and a
+    restore would leave it private. So the object is acted on once, by the smallest-id row of
+    its reference whose current decision is ``decision`` (any decision when None), whichever
+    page it falls on; the others are skipped. One read per page."""
+    keys = sorted({item.ref_key for item in page})
+    newest = (
+        sa.select(sa.func.max(decisions.c.id))
+        .where(decisions.c.item_id == items.c.id)
+        .correlate(items)
+        .scalar_subquery()
+    )
+    query = (
+        sa.select(items.c.ref_key, sa.func.min(items.c.id))
+        .select_from(items.join(decisions, decisions.c.id == newest))
+        .where(items.c.job_id == job_id, items.c.ref_key.in_(keys))
+        .group_by(items.c.ref_key)
+    )
+    if decision is not None:
+        query = query.where(decisions.c.decision == decision)
+    with engine.connect() as conn:
+        first = {str(key): int(item_id) for key, item_id in conn.execute(query)}
+    return [item for item in page if first.get(item.ref_key) == item.item_id]
 
 
 def object_actions_for(
@@ -138,9 +169,7 @@ def begin_object_action(
             original_key=item.key,
             **values,
         )
-        conn.execute(
-            stmt.on_conflict_do_update(index_elements=["item_id", "action"], set_=values)
-        )
+        conn.execute(stmt.on_conflict_do_update(index_elements=["item_id", "action"], set_=values))
 
 
 def finish_object_action(
