@@ -37,6 +37,7 @@ class ImageStory:
     job: str
     item: dict[str, Any]
     steps: list[Step]
+    job_services: str = ""  # the job's services, comma separated: several name the row's
 
 
 def _ref(item: dict[str, Any]) -> str:
@@ -112,12 +113,14 @@ def image_history(engine: Engine, ref: str, job: store.Job | None = None) -> lis
             f"no reference {ref!r} in {where}; give the image URL, oss://bucket/key, local path "
             "or dataId exactly as enqueued"
         )
-    names = {j.id: j.name for j in store.list_jobs(engine)}
+    jobs = {j.id: j for j in store.list_jobs(engine)}
     stories = []
     for item_id, job_id in found:
         history = store.item_history(engine, item_id)
         if history is not None:
-            stories.append(ImageStory(names.get(job_id, str(job_id)), history.item, steps(history)))
+            job = jobs.get(job_id)
+            name, services = (job.name, job.service) if job else (str(job_id), "")
+            stories.append(ImageStory(name, history.item, steps(history), services))
     return stories
 
 
@@ -131,7 +134,10 @@ def render_history(stories: list[ImageStory]) -> str:
     lines: list[str] = []
     for story in stories:
         item = story.item
-        lines.append(f"{_ref(item)} in job {story.job} (item {item['id']}, now {item['state']})")
+        service = f"{item['service']}, " if "," in story.job_services else ""
+        lines.append(
+            f"{_ref(item)} in job {story.job} ({service}item {item['id']}, now {item['state']})"
+        )
         for step in story.steps:
             who = f" by {step.actor}" if step.actor else ""
             lines.append(f"  {_when(step.at)}  {step.what}{who}: {step.detail}")

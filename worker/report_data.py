@@ -5,6 +5,10 @@ file, and the review page's live dashboard draws the same figures with the same 
 (``worker/assets/report_charts.js``, fed by :func:`chart_json`). The counting is the
 database's (:mod:`worker.store.queries`, :mod:`worker.store.chart_figures`); the shaping here
 (bucket widths, histograms, cost) is pure and unit-tested.
+
+A job asking several services of every reference has one row per (reference, service): its
+figures are also broken down per service (:class:`ServiceReport`, each service's calls priced
+at that service's own price), and its references counted once (``references``).
 """
 
 from __future__ import annotations
@@ -17,16 +21,20 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from worker.prices import Prices
 from worker.store import chart_figures
 from worker.store.jobs import Job
 from worker.store.queries import job_figures, state_counts
+from worker.store.service_figures import ServiceFigures, reference_counts, service_figures
 
 TOP_LABELS = 20
 REJECTED_LIMIT = 1000
 MAX_TIME_BUCKETS = 60
 # Bucket widths a person reads without arithmetic: seconds, minutes, hours, days.
+# fmt: off
 NICE_WIDTHS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
                43200, 86400)
+# fmt: on
 RISK_ORDER = ("high", "medium", "low", "none", "unknown")
 DECISION_ORDER = ("block", "review", "pass", "unscanned")
 NO_CONFIDENCE = "none"
@@ -85,13 +93,29 @@ class Rejected:
 @dataclass(frozen=True)
 class Billing:
     """Calls the vendor bills (Code-200 answers of this job's own calls), answers reused from
-    earlier jobs (calls saved), and the cost when a price per 1,000 calls is set."""
+    earlier jobs (calls saved), and the cost when a price per 1,000 calls is set. For a whole
+    job of several services ``price_per_1000`` is None (each service has its own) and ``cost``
+    is the services' costs added up, None unless every service is priced."""
 
     billed_calls: int
     reused: int
     price_per_1000: Decimal | None
     currency: str
     cost: Decimal | None
+
+
+@dataclass(frozen=True)
+class ServiceReport:
+    """One service's share of a job: its rows per state (a rejected line counts under the
+    job's first service), its answers' risk levels and top labels, its failures, and its
+    billed calls at its own price."""
+
+    service: str
+    states: tuple[Count, ...]
+    risks: tuple[Count, ...]
+    labels: tuple[LabelFigure, ...]
+    failures: tuple[Count, ...]
+    billing: Billing
 
 
 @dataclass(frozen=True)
@@ -114,6 +138,13 @@ class ReportData:
     billing: Billing
     rejected: tuple[Rejected, ...]
     rejected_total: int
+    services: tuple[ServiceReport, ...] = ()  # one per service the job asks, in its order
+    references: tuple[Count, ...] = ()  # references counted once (REFERENCE_STATES order)
+
+    @property
+    def several_services(self) -> bool:
+        """Whether the report breaks down by service (a one-service job's reads as before)."""
+        return len(self.services) > 1
 
 
 def bucket_names() -> tuple[str, ...]:
@@ -139,6 +170,22 @@ def cost(billed_calls: int, price_per_1000: Decimal | None) -> Decimal | None:
     if price_per_1000 is None:
         return None
     return (price_per_1000 * billed_calls / 1000).quantize(Decimal("0.01"))
+
+
+def service_billing(service: str, billed: int, reused: int, prices: Prices) -> Billing:
+    """``service``'s billed calls at its own price (cost None when it has none)."""
+    price = prices.per_1000.get(service)
+    return Billing(billed, reused, price, prices.currency, cost(billed, price))
+
+
+def total_billing(parts: tuple[Billing, ...], billed: int, reused: int, currency: str) -> Billing:
+    """The whole job's billing from its services' (``parts``): the cost is the services'
+    costs (each exact to the cent, like a bill's lines) added up, None unless every service is
+    priced; the price is the one service's, None for several (each has its own)."""
+    costs = [part.cost for part in parts if part.cost is not None]
+    total = sum(costs, Decimal("0.00")) if parts and len(costs) == len(parts) else None
+    price = parts[0].price_per_1000 if len(parts) == 1 else None
+    return Billing(billed, reused, price, currency, total)
 
 
 def histogram(rows: list[tuple[int | None, int]]) -> tuple[int, ...]:
@@ -204,23 +251,58 @@ def _policy_decisions(
     )
 
 
+def _label_figures(
+    engine: Engine, job: Job, top: list[tuple[str, int, float | None]], service: str | None
+) -> tuple[LabelFigure, ...]:
+    names = [label for label, _, _ in top]
+    per_label: dict[str, list[tuple[int | None, int]]] = {}
+    for label, bucket, n in chart_figures.label_histograms(engine, job, names, service):
+        per_label.setdefault(label, []).append((bucket, n))
+    return tuple(
+        LabelFigure(label, images, highest, histogram(per_label.get(label, [])))
+        for label, images, highest in top
+    )
+
+
+def _service_report(
+    engine: Engine, job: Job, figures: ServiceFigures, prices: Prices
+) -> ServiceReport:
+    return ServiceReport(
+        service=figures.service,
+        states=tuple(Count(k, v) for k, v in figures.by_state.items()),
+        risks=ordered(
+            {("unknown" if k is None else k): n for k, n in figures.by_risk},
+            RISK_ORDER,
+            keep_zero=False,
+        ),
+        labels=_label_figures(engine, job, figures.top_labels, figures.service),
+        failures=ordered(
+            {("unknown" if k is None else k): n for k, n in figures.failures_by_code},
+            (),
+            keep_zero=False,
+        ),
+        billing=service_billing(figures.service, figures.billable_calls, figures.reused, prices),
+    )
+
+
 def report_data(
     engine: Engine,
     job: Job,
     *,
-    price_per_1000: Decimal | None = None,
-    currency: str = "",
+    prices: Prices | None = None,
     top_labels: int = TOP_LABELS,
     rejected_limit: int = REJECTED_LIMIT,
     now: datetime | None = None,
 ) -> ReportData:
-    """Every figure of ``job``'s report, read with a few aggregate queries."""
+    """Every figure of ``job``'s report, read with a few aggregate queries; the cost at
+    ``prices`` (per service: :mod:`worker.prices`), none without them."""
+    prices = prices or Prices()
     states = state_counts(engine, job.id)
     figures = job_figures(engine, job, top_labels=top_labels, rejected=rejected_limit)
-    names = [label for label, _, _ in figures.top_labels]
-    per_label: dict[str, list[tuple[int | None, int]]] = {}
-    for label, bucket, n in chart_figures.label_histograms(engine, job, names):
-        per_label.setdefault(label, []).append((bucket, n))
+    services = tuple(
+        _service_report(engine, job, part, prices)
+        for part in service_figures(engine, job, top_labels=top_labels)
+    )
     start, end = chart_figures.answer_span(engine, job)
     width = bucket_width((end - start).total_seconds()) if start and end else 1
     origin = int(start.timestamp()) if start else 0
@@ -244,23 +326,21 @@ def report_data(
         states=tuple(Count(k, v) for k, v in states.items()),
         risks=ordered(risks, RISK_ORDER, keep_zero=False),
         bucket_names=bucket_names(),
-        labels=tuple(
-            LabelFigure(label, images, top, histogram(per_label.get(label, [])))
-            for label, images, top in figures.top_labels
-        ),
+        labels=_label_figures(engine, job, figures.top_labels, None),
         decisions=_policy_decisions(chart_figures.decision_counts(engine, job)),
         failures=ordered(failures, (), keep_zero=False),
         bucket_seconds=width,
         timeline=points,
-        billing=Billing(
-            billed_calls=figures.billable_calls,
-            reused=figures.reused,
-            price_per_1000=price_per_1000,
-            currency=currency,
-            cost=cost(figures.billable_calls, price_per_1000),
+        billing=total_billing(
+            tuple(part.billing for part in services),
+            figures.billable_calls,
+            figures.reused,
+            prices.currency,
         ),
         rejected=tuple(Rejected(*sample) for sample in figures.rejected),
         rejected_total=states.get("rejected", 0),
+        services=services,
+        references=tuple(Count(k, v) for k, v in reference_counts(engine, job).items()),
     )
 
 

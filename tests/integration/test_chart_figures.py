@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from worker import report_data, store
+from worker.prices import Prices
 from worker.results import parse_response
 from worker.store.schema import decisions
 
@@ -86,7 +87,9 @@ def test_figures_are_bucketed_by_the_database_at_the_times_stored(engine):
         ).all()
 
     data = report_data.report_data(
-        engine, store.get_job(engine, "charts"), price_per_1000=Decimal("1.2"), currency="EUR"
+        engine,
+        store.get_job(engine, "charts"),
+        prices=Prices({"baselineCheck_global": Decimal("1.2")}, "EUR"),
     )
 
     # 125 s of calls: 5 s buckets, 26 of them, the empty ones as zeros

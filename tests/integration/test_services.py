@@ -86,6 +86,20 @@ def test_a_two_service_job_bills_each_service_once_per_image(pipeline) -> None:
     assert {f"{BASE}.risk_level", f"{AIGC}.labels", f"{AIGC}.request_id"} <= set(table[0])
     assert all(row[f"{AIGC}.status"] == "done" for row in table[:n])
 
+    decided = pipeline.imgmod("decide", "two", check=True)
+    assert "Traceback" not in decided.stderr
+    assert pipeline.scalar(f"SELECT count(*) FROM decisions WHERE job_id = {job}") == 2 * n + 1
+    line = json.loads(pipeline.imgmod("export", "two", check=True).stdout.splitlines()[0])
+    assert {line["results"][BASE]["decision"], line["results"][AIGC]["decision"]} <= {
+        "block", "review", "pass"
+    }  # fmt: skip
+    assert line["decision"] == max(
+        (line["results"][s]["decision"] for s in (BASE, AIGC)),
+        key=("pass", "review", "block").index,
+    )
+    story = pipeline.imgmod("history", pipeline.images.image_url(0), check=True).stdout
+    assert f"in job two ({BASE}, item" in story and f"in job two ({AIGC}, item" in story
+
     again = pipeline.imgmod("run", str(src), "--job", "two", "--service", BOTH)
     assert again.returncode == EXIT_INCOMPLETE, again.stdout + again.stderr
     assert "0 accepted, 24 duplicate" in again.stdout

@@ -487,6 +487,10 @@ def test_in_a_browser_sign_in_is_required_and_a_wrong_password_is_refused(ui_wor
     chromium.get(ui_world.url + "/queue")
     assert "/login?next=" in chromium.current_url
     _browser_sign_in(chromium, ui_world, "alice", "wrong-password-1")
+    # The click returns before the refusal's page has loaded on a loaded box: poll for it.
+    wait_until(
+        lambda: chromium.find_elements(By.CSS_SELECTOR, "p.error"), 15, "the refusal's page"
+    )
     error = chromium.find_element(By.CSS_SELECTOR, "p.error").text
     assert error == "wrong name or password"
     assert _shown_item(chromium) is None

@@ -34,19 +34,23 @@ def _confidence_bucket() -> sa.ColumnElement[Any]:
 
 
 def label_histograms(
-    engine: Engine, job: Job, labels: Sequence[str]
+    engine: Engine, job: Job, labels: Sequence[str], service: str | None = None
 ) -> list[tuple[str, int | None, int]]:
-    """(label, bucket, label rows) for the given labels of ``job``; bucket None is "no
-    confidence". Buckets with no rows are absent."""
+    """(label, bucket, label rows) for the given labels of ``job`` (of ``service``'s answers
+    only, when given: a job may ask several services); bucket None is "no confidence".
+    Buckets with no rows are absent."""
     if not labels:
         return []
     bucket = _confidence_bucket().label("bucket")
+    query = sa.select(result_labels.c.label, bucket, sa.func.count()).where(
+        result_labels.c.job_id == job.id, result_labels.c.label.in_(list(labels))
+    )
+    if service is not None:
+        query = query.join(results, results.c.id == result_labels.c.result_id).where(
+            results.c.service == service
+        )
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(result_labels.c.label, bucket, sa.func.count())
-            .where(result_labels.c.job_id == job.id, result_labels.c.label.in_(list(labels)))
-            .group_by(result_labels.c.label, bucket)
-        ).all()
+        rows = conn.execute(query.group_by(result_labels.c.label, bucket)).all()
     return [(str(label), None if b is None else int(b), int(n)) for label, b, n in rows]
 
 

@@ -214,6 +214,7 @@ class ItemHistory:
 _ITEM_FIELDS = (
     "id",
     "job_id",
+    "service",
     "kind",
     "ref_key",
     "image_url",

@@ -187,15 +187,7 @@ def _figures(ui: UiState, name: str) -> dict[str, Any] | None:
     job = store.get_job(ui.engine, name)
     if job is None:
         return None
-    prices = ui.settings.billing.prices
-    return chart_json(
-        report_data(
-            ui.engine,
-            job,
-            price_per_1000=prices.per_1000.get(job.service),
-            currency=prices.currency,
-        )
-    )
+    return chart_json(report_data(ui.engine, job, prices=ui.settings.billing.prices))
 
 
 @needs("viewer")
