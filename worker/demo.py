@@ -90,6 +90,9 @@ def write_bucket(oss_root: Path) -> int:
     return OSS_IMAGES
 
 
+FOLDER_SERVICES = "baselineCheck_global,aigcDetector_global"  # both, in one job
+
+
 def write_folder(workdir: Path) -> tuple[Path, int]:
     """A local folder of sample images in subfolders, one of them copied byte for byte under
     another name, and a text file the default filters skip; returns it and how many calls
@@ -108,10 +111,15 @@ def write_folder(workdir: Path) -> tuple[Path, int]:
 
 def run_folder(cli: list[str], env: dict[str, str], folder: Path, billed: Callable[[], int]) -> int:
     """The folder job (uploads through DescribeUploadToken, then moderation by the OSS
-    triple); returns what it billed, or -1 when the run did not end with every file done."""
+    triple) asking both services of every file; returns what it billed, or -1 when the run
+    did not end with every file done."""
     before = billed()
-    click.echo(f"\n$ imgmod run {folder} --job demo-folder")
-    run = subprocess.run([*cli, "run", str(folder), "--job", "demo-folder"], env=env, check=False)
+    click.echo(f"\n$ imgmod run {folder} --job demo-folder --service {FOLDER_SERVICES}")
+    run = subprocess.run(
+        [*cli, "run", str(folder), "--job", "demo-folder", "--service", FOLDER_SERVICES],
+        env=env,
+        check=False,
+    )
     return billed() - before if run.returncode == 0 else -1
 
 
@@ -206,9 +214,10 @@ def run_demo(images: int) -> int:
     )
     ok = run.returncode in (0, 3) and billed == done == distinct_good and max_per_image <= 1
     click.echo(
-        f"folder {folder}: billed {folder_billed} (expected {folder_images}: the copy reused its "
-        f"twin's answer), {uploads} files uploaded through DescribeUploadToken's STS credentials"
+        f"folder {folder}, two services: billed {folder_billed} (expected {2 * folder_images}: "
+        "each image once per service, the copy reused its twin's answers), "
+        f"{uploads} files uploaded through DescribeUploadToken's STS credentials"
     )
-    ok = ok and nights == [oss_images, 0] and folder_billed == folder_images and uploads >= 1
+    ok = ok and nights == [oss_images, 0] and folder_billed == 2 * folder_images and uploads >= 1
     click.echo("demo: OK" if ok else "demo: something is off (see above)")
     return 0 if ok else 1
