@@ -45,9 +45,10 @@ FILL = [
     """INSERT INTO jobs (name, service, info_type, created_at, total_lines, accepted)
        VALUES ('bench-a', 'baselineCheck_global', '', now(), %(a)s, %(a)s),
               ('bench-b', 'baselineCheck_global', '', now(), %(b)s, %(b)s)""",
-    """INSERT INTO items (job_id, kind, ref_key, image_url, source, line, state, attempts,
-                          created_at, updated_at, finished_at)
-       SELECT CASE WHEN g <= %(a)s THEN 1 ELSE 2 END, 'url', 'https://img.example/' || g || '.png',
+    """INSERT INTO items (job_id, service, kind, ref_key, image_url, source, line, state,
+                          attempts, created_at, updated_at, finished_at)
+       SELECT CASE WHEN g <= %(a)s THEN 1 ELSE 2 END, 'baselineCheck_global', 'url',
+              'https://img.example/' || g || '.png',
               'https://img.example/' || g || '.png', 'bench.txt', g, 'done', 1, now(), now(), now()
        FROM generate_series(1, %(n)s) g""",
     """INSERT INTO results (item_id, job_id, service, request_id, code, risk_level, raw,

@@ -35,7 +35,8 @@ def _job(engine: sa.Engine, name: str, n: int) -> tuple[int, list[int]]:
         ).scalar_one()
         ids = [
             conn.execute(
-                sa.insert(items).values(job_id=job_id, kind="url", ref_key=f"{name}-{i}",
+                sa.insert(items).values(job_id=job_id, service="baselineCheck_global",
+                                        kind="url", ref_key=f"{name}-{i}",
                                         image_url=f"https://img.example/{name}/{i}.png",
                                         source="refs.txt", line=i + 1, state="done",
                                         created_at=now, updated_at=now)
