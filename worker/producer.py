@@ -174,9 +174,7 @@ def enqueue_records(
     for chunk in batched(records, batch_size):
         good = [r for r in chunk if isinstance(r, Accepted)]
         bad = [r for r in chunk if isinstance(r, Rejected)]
-        inserted = store.insert_reusing(
-            engine, job.id, [to_new_item(r) for r in good], reuse
-        )
+        inserted = store.insert_reusing(engine, job.id, [to_new_item(r) for r in good], reuse)
         good_ids = inserted.ids
         summary.reused += inserted.reused
         new_rejected = len(store.insert_items(engine, job.id, [to_new_item(r) for r in bad]))
@@ -226,12 +224,13 @@ def open_job(
     return store.get_or_create_job(engine, name, checked_service, checked_info, referer)
 
 
-def eager_top_up(engine: Engine, app: Celery, window: int) -> TopUp:
+def eager_top_up(engine: Engine, app: Celery, window: int, per_message: int = 1) -> TopUp:
     """The top-up for commands: publish whenever the window is not full. A command's batches
-    are small, and waiting for the workers' low-water mark (half) would let them wait long."""
+    are small, and waiting for the workers' low-water mark (half) would let them wait long.
+    ``per_message``: item ids per message (``IMGMOD_IDS_PER_MESSAGE``)."""
     from worker.window import Refiller  # imports Celery: only commands that publish pay for it
 
-    return Refiller(engine, app, window, low_water=1.0).top_up
+    return Refiller(engine, app, window, low_water=1.0, per_message=per_message).top_up
 
 
 @dataclass(frozen=True)

@@ -172,7 +172,7 @@ def _enqueue(
             engine,
             job,
             inputs,
-            eager_top_up(engine, app, settings.queue_window),
+            eager_top_up(engine, app, settings.queue_window, settings.batch.ids_per_message),
             oss_region=oss_region,
             referer=referer,
             stdin=sys.stdin.buffer,
@@ -345,7 +345,12 @@ def retry(env: CommandEnv, job_name: str, code: str | None) -> None:
     job = find_job(engine, job_name)
     app = celery_app(settings)
     check_broker(app, settings)  # before the reset: a dead broker leaves the rows failed
-    retried = retry_failed(engine, job, eager_top_up(engine, app, settings.queue_window), code)
+    retried = retry_failed(
+        engine,
+        job,
+        eager_top_up(engine, app, settings.queue_window, settings.batch.ids_per_message),
+        code,
+    )
     click.echo(f"re-queued {retried.count} failed references")
     _waiting_note(retried.waiting, settings)
 
