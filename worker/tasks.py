@@ -30,6 +30,7 @@ from worker.app import process_app, process_settings
 from worker.attempt import Billed, attempt
 from worker.retry import Later, backend_wait, countdown, look_again_after
 from worker.runtime import Runtime, current_runtime, new_owner, process_runtime
+from worker.store import ClaimedItem
 
 log = logging.getLogger("imgmod.task")
 
@@ -101,7 +102,7 @@ def _moderate_message(self: Task, rt: Runtime, ids: list[int]) -> str:
     side_by_side: dict[int, Future[str]] = {}
     if billed is not None and rt.calls is not None:
         for one in claimed:
-            side_by_side[one.id] = rt.calls.submit(attempt, rt, one, owner, retries, billed)
+            side_by_side[one.id] = rt.calls.submit(_attempt, rt, one, owner, retries, billed)
     try:
         for item_id in dict.fromkeys(ids):
             item = by_id.get(item_id)
@@ -136,6 +137,19 @@ def _moderate_message(self: Task, rt: Runtime, ids: list[int]) -> str:
     if failures:
         raise failures[0]
     return ",".join(outcomes[i] for i in dict.fromkeys(ids))
+
+
+def _attempt(rt: Runtime, item: ClaimedItem, owner: str, retries: int, billed: Billed) -> str:
+    """:func:`~worker.attempt.attempt` in a call thread, letting go of the row as soon as it
+    is over (unless its answer waits for the message's transaction): the heartbeat must not
+    renew, nor report lost, a row already handed back or closed."""
+    outcome = "error"
+    try:
+        outcome = attempt(rt, item, owner, retries, billed)
+        return outcome
+    finally:
+        if outcome != "billed":
+            rt.leases.let_go(item.id, owner)
 
 
 def _not_claimed(rt: Runtime, item_id: int) -> str:
