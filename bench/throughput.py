@@ -3,6 +3,7 @@
     .venv/bin/python bench/throughput.py [--n 5000] [--qps 100] [--latency-ms 300]
         [--jitter-ms 100] [--db sqlite|postgresql|both] [--workers 1] [--processes 0]
         [--concurrency N] [--celery] [--margin 1.0] [--loglevel INFO] [--bare 400]
+        [--ids-per-message N]
 
 Everything is real except the API: the emulator (cap ``--qps``, latency + uniform jitter) and
 the sample image server, a private ``redis-server`` (broker and limiter), ``--workers``
@@ -217,6 +218,8 @@ def run_one(
     with fresh_database(db) as url:
         env = pipeline_env(url, broker_url, emulator.url, args.qps * args.margin)
         env.update(IMGMOD_LOG_LEVEL=args.loglevel)
+        if args.ids_per_message:
+            env.update(IMGMOD_IDS_PER_MESSAGE=str(args.ids_per_message))
         if args.profile:
             env.update(
                 PYTHONPATH=str(Path(__file__).resolve().parent / "profiling"),
@@ -335,6 +338,9 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument(
+        "--ids-per-message", type=int, default=0, help="IMGMOD_IDS_PER_MESSAGE (0: the setting)"
+    )
+    parser.add_argument(
         "--profile",
         metavar="FILE",
         help="cProfile the worker (all threads) into FILE.<db>; CPU figures are then inflated",
@@ -345,7 +351,8 @@ def main() -> None:
         f"throughput: n={args.n} qps={args.qps:g} latency={args.latency_ms:g}+0..{args.jitter_ms:g}"
         f" ms, {args.workers} {'celery worker' if args.celery else 'imgmod worker group'}(s) x "
         f"{args.processes or 'auto'} process(es) x {args.concurrency or 'default'} threads, "
-        f"IMGMOD_QPS {args.margin:g} x cap, log level {args.loglevel}; load average {loadavg()}; "
+        f"IMGMOD_QPS {args.margin:g} x cap, log level {args.loglevel}, ids per message "
+        f"{args.ids_per_message or 'default'}; load average {loadavg()}; "
         f"CPU probe {cpu_probe():.0f} ms",
         flush=True,
     )

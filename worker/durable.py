@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import redis
@@ -160,3 +160,30 @@ def store_answer(
             # The answer is stored; the parked copy expires, and the row is done meanwhile.
             log.warning("could not clear the parked answer of item %s", item.id)
     return "done"
+
+
+def store_answers(
+    rt: Runtime, owner: str, billed: Sequence[tuple[store.ClaimedItem, ModerationResponse]]
+) -> list[str]:
+    """Write a message's billed answers, each already parked in Redis, in one transaction;
+    their outcomes, in order.
+
+    An outage is waited out as by :func:`store_answer` (the answers stay parked meanwhile). A
+    refusal of the transaction stores them one by one with :func:`store_answer`, so only the
+    answer the database refuses fails its row. The parked copies are cleared in one command.
+    """
+    if not billed:
+        return []
+    answers = [store.BilledAnswer(i.id, i.job_id, i.service, r) for i, r in billed]
+    try:
+        with_db_retries(
+            "record_results", lambda: store.record_results(rt.engine, answers), float("inf")
+        )
+    except Exception:  # noqa: BLE001 - refused: find out which one, one by one
+        return [store_answer(rt, item, owner, response, parked=True) for item, response in billed]
+    if rt.answers is not None:
+        try:
+            rt.answers.clear(*(slot_of(item) for item, _ in billed))
+        except redis.RedisError:  # stored; the parked copies expire
+            log.warning("could not clear the parked answers of %d items", len(billed))
+    return ["done"] * len(billed)

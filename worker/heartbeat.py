@@ -21,9 +21,10 @@ for the broker's visibility timeout or ``imgmod run``'s stall detection.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -65,7 +66,9 @@ return ids
 # A count per id, not a set: a retry's message can arrive before the attempt that sent it has
 # let go of the id, and a duplicate message may be held twice.
 _LET_GO = """
-if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+for _, id in ipairs(ARGV) do
+  if redis.call('HINCRBY', KEYS[1], id, -1) <= 0 then redis.call('HDEL', KEYS[1], id) end
+end
 """
 IN_HAND_TTL_S = 24 * 3600  # a hash outlives its process long enough to be found
 
@@ -93,15 +96,16 @@ class MessagesInHand:
         self._let_go = client.register_script(_LET_GO)
         self._fresh_until = 0.0  # monotonic: until then took() leaves the hash's expiry be
 
-    def took(self, item_id: int) -> None:
-        """Record a message in hand; raises ``redis.RedisError`` (the caller goes on).
+    def took(self, *item_ids: int) -> None:
+        """Record a message's ids in hand; raises ``redis.RedisError`` (the caller goes on).
 
         The liveness key is refreshed with every message (a dead process's messages are
         taken over a full TTL after its last one, after its leases ran out: the sweep comes
         first); the hash's day-long expiry only every third of the TTL."""
         key = self._prefix + self._process
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hincrby(key, str(item_id), 1)
+        for item_id in item_ids:
+            pipe.hincrby(key, str(item_id), 1)
         pipe.set(self._alive_prefix + self._process, "1", ex=self._ttl)
         moment = time.monotonic()
         if moment >= self._fresh_until:
@@ -109,8 +113,9 @@ class MessagesInHand:
             self._fresh_until = moment + self._ttl / 3
         pipe.execute()
 
-    def done(self, item_id: int) -> None:
-        self._let_go(keys=[self._prefix + self._process], args=[str(item_id)])
+    def done(self, *item_ids: int) -> None:
+        if item_ids:
+            self._let_go(keys=[self._prefix + self._process], args=[str(i) for i in item_ids])
 
     def beat(self) -> None:
         self._redis.set(self._alive_prefix + self._process, "1", ex=self._ttl)
@@ -159,6 +164,7 @@ class LeaseKeeper:
         self.hands = hands
         self._finder = finder
         self._held: dict[int, str] = {}
+        self._confirmed: dict[int, float] = {}  # id -> when its lease was last known ours
         self._lost: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -169,21 +175,40 @@ class LeaseKeeper:
     @contextmanager
     def holding(self, item_id: int, owner: str) -> Iterator[None]:
         """Renew ``item_id``'s lease while the block runs (the task works on the row)."""
-        with self._lock:
-            self._held[item_id] = owner
-            self._lost.discard(item_id)
+        self.hold((item_id,), owner)
         try:
             yield
         finally:
-            with self._lock:
-                if self._held.get(item_id) == owner:
-                    del self._held[item_id]
+            self.let_go(item_id, owner)
+
+    def hold(self, item_ids: Iterable[int], owner: str) -> None:
+        """Renew these rows' leases from now until :meth:`let_go` (the task just claimed them:
+        their leases are known to be ours as of now)."""
+        moment = time.monotonic()
+        with self._lock:
+            for item_id in item_ids:
+                self._held[item_id] = owner
+                self._confirmed[item_id] = moment
                 self._lost.discard(item_id)
+
+    def let_go(self, item_id: int, owner: str) -> None:
+        """Stop renewing ``item_id``'s lease (the task is done with the row)."""
+        with self._lock:
+            if self._held.get(item_id) == owner:
+                del self._held[item_id]
+                self._confirmed.pop(item_id, None)
+            self._lost.discard(item_id)
 
     def still_held(self, item_id: int) -> bool:
         """False once a renewal found the row leased to someone else or closed: don't call."""
         with self._lock:
             return item_id not in self._lost
+
+    def confirmed_at(self, item_id: int) -> float:
+        """When (monotonic) the row's lease was last known to be ours: its claim or the last
+        renewal that found it so; minus infinity when the row is not held."""
+        with self._lock:
+            return self._confirmed.get(item_id, -math.inf)
 
     def held(self) -> dict[int, str]:
         with self._lock:
@@ -198,10 +223,15 @@ class LeaseKeeper:
         held = self.held()
         if not held:
             return 0
+        moment = time.monotonic()  # before the statement: the lease runs from no earlier
         renewed = store.renew_leases(self._engine, held, self._lease)
         with self._lock:
             for item_id, owner in held.items():
-                if item_id not in renewed and self._held.get(item_id) == owner:
+                if self._held.get(item_id) != owner:
+                    continue
+                if item_id in renewed:
+                    self._confirmed[item_id] = moment
+                else:
                     self._lost.add(item_id)
         lost = len(held) - len(renewed)
         if lost:

@@ -243,12 +243,13 @@ def open_job(
     return store.get_or_create_job(engine, name, checked_services, checked_info, referer)
 
 
-def eager_top_up(engine: Engine, app: Celery, window: int) -> TopUp:
+def eager_top_up(engine: Engine, app: Celery, window: int, per_message: int = 1) -> TopUp:
     """The top-up for commands: publish whenever the window is not full. A command's batches
-    are small, and waiting for the workers' low-water mark (half) would let them wait long."""
+    are small, and waiting for the workers' low-water mark (half) would let them wait long.
+    ``per_message``: item ids per message (``IMGMOD_IDS_PER_MESSAGE``)."""
     from worker.window import Refiller  # imports Celery: only commands that publish pay for it
 
-    return Refiller(engine, app, window, low_water=1.0).top_up
+    return Refiller(engine, app, window, low_water=1.0, per_message=per_message).top_up
 
 
 @dataclass(frozen=True)

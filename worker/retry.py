@@ -160,6 +160,16 @@ _BACKEND_CAP_S = 30.0
 LEASE_GRACE_S = 1.0
 
 
+class Later(Exception):  # noqa: N818 - an outcome, not an error
+    """This item is to be tried again in about ``delay`` seconds (its row was handed back, or
+    is leased elsewhere): raised by one item's attempt, carried out by the task, which knows
+    whether the item goes back alone or with its message (:func:`worker.tasks.moderate`)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay)
+        self.delay = delay
+
+
 def backend_wait(retries: int, rng: random.Random | None = None) -> float:
     """Seconds before a message whose backend was away comes back, after ``retries`` earlier
     redeliveries of it (Celery's ``request.retries``): full jitter, 1 s doubling to 30 s."""

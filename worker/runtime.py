@@ -16,6 +16,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,9 @@ class Runtime:
     uploads: Uploader | None = None  # local files (worker.uploads): built with the runtime
     budget: Budget | None = None  # reservations before calls (worker.budget)
     ledger: Ledger | None = None  # billed calls counted into SQL
+    # The attempts of a message's ids run here, side by side: as many threads as the worker's
+    # (-c), so as many calls are on the wire as with one id per message. None: one id each.
+    calls: ThreadPoolExecutor | None = None
 
     @classmethod
     def build(cls, settings: Settings, publish_again: Publish) -> Runtime:
@@ -120,6 +124,9 @@ class Runtime:
             uploads=uploader_for(settings, client),
             budget=Budget(r, engine, settings.billing.daily_call_budget),
             ledger=Ledger(engine),
+            calls=ThreadPoolExecutor(settings.worker_concurrency, thread_name_prefix="imgmod-call")
+            if settings.batch.ids_per_message > 1
+            else None,
         )
 
 

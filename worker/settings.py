@@ -14,13 +14,9 @@ from urllib.parse import urlsplit
 
 from worker.prices import Billing, billing_from
 from worker.settings_act import ActSettings, load_act_settings
+from worker.settings_batch import BatchSettings, load_batch_settings
 from worker.settings_ui import UiSettings, load_ui_settings
-from worker.vendor import (
-    REGIONS,
-    InvalidParameter,
-    validate_info_type,
-    validate_services,
-)
+from worker.vendor import REGIONS, InvalidParameter, validate_info_type, validate_services
 from worker.vendor import (
     parse_per_code as parse_per_code,  # moved to vendor; still importable from here
 )
@@ -134,6 +130,7 @@ class Settings:
     obsolete: tuple[str, ...] = ()  # variables still set that imgmod no longer reads (doctor)
     billing: Billing = Billing()  # daily call budget and prices (worker.prices)
     ui: UiSettings = UiSettings()  # the review page, imgmod ui (worker.settings_ui)
+    batch: BatchSettings = BatchSettings()  # item ids per message (worker.settings_batch)
 
     def __repr__(self) -> str:
         """Every field, with the passwords of the database, broker and limiter URLs masked:
@@ -341,6 +338,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         billing=billing_from(env, ConfigError),
         ui=load_ui_settings(env, ConfigError),
         act=load_act_settings(env, ConfigError),
+        batch=load_batch_settings(env, ConfigError),
     )
 
 

@@ -1,23 +1,23 @@
 """The Celery task: the only place where the queue, the client and the store meet.
 
-One message = one item id. The task claims the row atomically before it spends a call, so a
-redelivered message for a done row, or for a row leased by a live worker, costs nothing. While
-the task works on the row, the process's :class:`~worker.heartbeat.LeaseKeeper` renews its
-lease; a killed worker's rows are swept back to the queue about one lease later.
+A message carries a few item ids (``IMGMOD_IDS_PER_MESSAGE``). The task claims their rows in
+one atomic statement before it spends a call, so a redelivered message for done rows, or for
+rows leased by a live worker, costs nothing. While the task works on a row, the process's
+:class:`~worker.heartbeat.LeaseKeeper` renews its lease; a killed worker's rows are swept back
+to the queue about one lease later.
 
 A billed answer is parked in Redis the moment it arrives, before the SQL write
 (:mod:`worker.durable`): a worker killed at any point can only re-bill the calls it had on the
 wire, and a database outage re-bills nothing. What to do after a failed call is decided by
 :func:`worker.retry.decide_error`; this module only carries the decision out. The process's
-shared resources are the :class:`~worker.runtime.Runtime`, built once from the settings of the
-process's app (:func:`worker.app.process_settings`).
+shared resources are the :class:`~worker.runtime.Runtime` (:func:`worker.app.process_settings`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import redis
@@ -27,14 +27,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from worker import store
 from worker.app import process_app, process_settings
-from worker.budget import BudgetUnavailable, Exhausted, Reservation
-from worker.durable import park_answer, slot_of, store_answer, take_parked_answer, with_db_retries
-from worker.errors import ModerationError, Throttled, TransportError
-from worker.limits import LimiterUnavailable
-from worker.retry import Retry, backend_wait, countdown, decide_error, look_again_after
+from worker.attempt import Billed, attempt
+from worker.retry import Later, backend_wait, countdown, look_again_after
 from worker.runtime import Runtime, current_runtime, new_owner, process_runtime
-from worker.store.budgets import pause_item
-from worker.uploads import LocalFileProblem
+from worker.store import ClaimedItem
 
 log = logging.getLogger("imgmod.task")
 
@@ -46,210 +42,128 @@ def runtime() -> Runtime:
     return process_runtime(process_settings(), publish_again)
 
 
-def _log_outcome(item: store.ClaimedItem, code: object, request_id: str | None, what: str) -> None:
-    log.info(
-        "job=%s item=%s code=%s attempts=%s request_id=%s %s",
-        item.job_id,
-        item.id,
-        code,
-        item.attempts,
-        request_id or "-",
-        what,
-        extra={
-            "job": item.job_id,
-            "item": item.id,
-            "code": str(code),
-            "attempts": item.attempts,
-            "request_id": request_id,
-        },
-    )
-
-
 @app.task(bind=True, name="imgmod.moderate", acks_late=True, max_retries=None)  # type: ignore[untyped-decorator]
-def moderate(self: Task, item_id: int) -> str:
-    """Moderate one item; returns the state it left the row in (for logs and tests)."""
+def moderate(self: Task, *item_ids: int) -> str:
+    """Moderate a message's items (``IMGMOD_IDS_PER_MESSAGE`` of them); returns the states it
+    left the rows in, comma-separated (for logs and tests).
+
+    The ids are claimed in one statement (:func:`worker.store.claim_items`) and each one then
+    takes its own permit, budget unit and call, side by side in the process's call threads
+    (``Runtime.calls``, as many as the worker's), so as many calls are on the wire as with one
+    id per message and the rate limit sets the pace. Their answers are stored in one
+    transaction, and the message is acknowledged after. An id to be tried again goes back in
+    a message of its own (with the message's retry count plus one): the ids done stay done,
+    and a 403's backoff is that id's alone. A message of one id retries itself, as it always
+    did. An outage of the database at the claim retries the whole message.
+    """
     rt = runtime()
+    ids = [int(i) for i in item_ids]
     try:
-        return _moderate(self, rt, item_id)
+        return _moderate_message(self, rt, ids)
     finally:
-        _in_hand(rt, item_id, False)  # recorded in hand when received: _message_received
+        _in_hand(rt, ids, False)  # recorded in hand when received: _message_received
 
 
-def _in_hand(rt: Runtime, item_id: int, holding: bool) -> None:
-    """Tell Redis this process holds (or let go of) the item's message: if it dies before
-    claiming the row, a live worker publishes it again (worker.heartbeat.MessagesInHand)."""
+def _in_hand(rt: Runtime, ids: Sequence[int], holding: bool) -> None:
+    """Tell Redis this process holds (or let go of) the items' message: if it dies before
+    claiming the rows, a live worker publishes them again (worker.heartbeat.MessagesInHand)."""
     hands = rt.leases.hands
     if hands is None:
         return
     try:
         if holding:
-            hands.took(item_id)
+            hands.took(*ids)
         else:
-            hands.done(item_id)
+            hands.done(*ids)
     except redis.RedisError as exc:  # advisory: the lease sweep and stall detection remain
-        log.debug("could not record item %s in hand: %s", item_id, exc)
+        log.debug("could not record items %s in hand: %s", ids, exc)
 
 
-def _moderate(self: Task, rt: Runtime, item_id: int) -> str:
+def _moderate_message(self: Task, rt: Runtime, ids: list[int]) -> str:
     owner = new_owner()
     try:
-        item = store.claim_item(rt.engine, item_id, owner, rt.settings.lease_seconds)
+        claimed = store.claim_items(rt.engine, ids, owner, rt.settings.lease_seconds)
     except SQLAlchemyError as exc:
         delay = backend_wait(self.request.retries)
         log.warning(
-            "database unavailable claiming item %s (%s); retry in %.1fs",
-            item_id,
+            "database unavailable claiming items %s (%s); retry in %.1fs",
+            ",".join(map(str, ids)),
             type(exc).__name__,
             delay,
         )
         raise _retry_later(self, rt, delay) from None
-    if item is None:
-        try:
-            left = store.lease_left(rt.engine, item_id)
-        except SQLAlchemyError:
-            left = rt.settings.lease_seconds  # cannot tell: look again later rather than drop
-        if left is None:
-            log.debug("item %s is done, failed or rejected: nothing to do", item_id)
-            return "skipped"
-        # Leased elsewhere: look again once the lease is over, never drop (look_again_after).
-        log.info("item %s is leased by another worker for %.1fs more; looking again", item_id, left)
-        raise _retry_later(self, rt, look_again_after(left))
-    with rt.leases.holding(item.id, owner):
-        return _moderate_claimed(self, rt, item, owner)
-
-
-def _moderate_claimed(self: Task, rt: Runtime, item: store.ClaimedItem, owner: str) -> str:
-    """The claimed row's attempt: a permit, then a parked answer if there is one, else a call.
-
-    The permit comes first although a parked answer needs none: recoveries are rare, and one
-    order keeps one outcome for a Redis that is away ("limiter unavailable": hand the row back).
-    """
-    claimed_at = time.monotonic()
-    slot = slot_of(item)
+    outcomes: dict[int, str] = {}
+    later: dict[int, float] = {}
+    failures: list[BaseException] = []
+    rt.leases.hold((item.id for item in claimed), owner)
+    by_id = {item.id: item for item in claimed}
+    billed = Billed() if len(ids) > 1 else None  # stored together, their rows still held
+    retries = self.request.retries
+    side_by_side: dict[int, Future[str]] = {}
+    if billed is not None and rt.calls is not None:
+        for one in claimed:
+            side_by_side[one.id] = rt.calls.submit(_attempt, rt, one, owner, retries, billed)
     try:
-        rt.metrics.observe_wait(rt.limiter.acquire())
-    except LimiterUnavailable as exc:
-        return _release_for_later(self, rt, item, owner, "limiter", exc)
+        for item_id in dict.fromkeys(ids):
+            item = by_id.get(item_id)
+            try:
+                if item is None:
+                    outcomes[item_id] = _not_claimed(rt, item_id)
+                elif item_id in side_by_side:
+                    outcomes[item_id] = side_by_side[item_id].result()
+                else:
+                    outcomes[item_id] = attempt(rt, item, owner, retries, billed)
+            except Later as again:
+                later[item_id] = again.delay
+                outcomes[item_id] = "retry"
+            except Exception as exc:  # one id's surprise must not cost the others their attempt
+                if len(ids) == 1:
+                    raise
+                log.exception("item %s: unexpected error; its lease will run out", item_id)
+                failures.append(exc)
+                outcomes[item_id] = "error"
+            finally:
+                if item is not None and outcomes.get(item_id) != "billed":
+                    rt.leases.let_go(item_id, owner)
+        if billed is not None:
+            outcomes.update(billed.store(rt, owner))
+    finally:
+        for item, _ in billed.answers if billed is not None else ():
+            rt.leases.let_go(item.id, owner)
+    if later and len(ids) == 1:
+        raise _retry_later(self, rt, later[ids[0]])
+    for item_id, delay in later.items():
+        _retry_alone(self, rt, item_id, delay)
+    if failures:
+        raise failures[0]
+    return ",".join(outcomes[i] for i in dict.fromkeys(ids))
+
+
+def _attempt(rt: Runtime, item: ClaimedItem, owner: str, retries: int, billed: Billed) -> str:
+    """:func:`~worker.attempt.attempt` in a call thread, letting go of the row as soon as it
+    is over (unless its answer waits for the message's transaction): the heartbeat must not
+    renew, nor report lost, a row already handed back or closed."""
+    outcome = "error"
     try:
-        parked = take_parked_answer(rt, slot)
-    except redis.RedisError as exc:
-        return _release_for_later(self, rt, item, owner, "redis", exc)
-    if parked is not None:
-        outcome = store_answer(rt, item, owner, parked, parked=True)
-        _log_outcome(
-            item, 200, parked.request_id, f"{outcome} (answer recovered, not billed again)"
-        )
+        outcome = attempt(rt, item, owner, retries, billed)
         return outcome
-    if not rt.leases.still_held(item.id):
-        log.info("item %s was taken over while waiting for a permit: not calling", item.id)
+    finally:
+        if outcome != "billed":
+            rt.leases.let_go(item.id, owner)
+
+
+def _not_claimed(rt: Runtime, item_id: int) -> str:
+    """An id the claim did not get: done (skip) or leased elsewhere (look again later)."""
+    try:
+        left = store.lease_left(rt.engine, item_id)
+    except SQLAlchemyError:
+        left = rt.settings.lease_seconds  # cannot tell: look again later rather than drop
+    if left is None:
+        log.debug("item %s is done, failed or rejected: nothing to do", item_id)
         return "skipped"
-    if time.monotonic() - claimed_at > rt.settings.lease_seconds / 2:
-        # A long wait for the permit (a limiter outage, a deep rate cut) with the heartbeat
-        # perhaps failing too: make sure the row is still ours, or pay for nothing.
-        try:
-            ours = store.extend_lease(rt.engine, item.id, owner, rt.settings.lease_seconds)
-        except SQLAlchemyError:
-            raise _retry_later(self, rt, rt.settings.lease_seconds) from None
-        if not ours:
-            log.info("item %s was taken over while waiting for a permit: not calling", item.id)
-            return "skipped"
-    try:  # a local file: checked and uploaded now (worker.uploads), then sent as OSS triple
-        ref = rt.uploads.prepare(item.ref) if item.ref.local_path and rt.uploads else item.ref
-    except LocalFileProblem as problem:
-        return _fail_now(rt, item, owner, problem.code, problem.message)
-    except ModerationError as err:
-        return _handle_error(self, rt, item, owner, err)
-    held = _reserve(self, rt, item, owner)  # a unit of the budgets, or the row paused
-    if isinstance(held, str):
-        return held
-    started = time.monotonic()
-    try:
-        with rt.metrics.in_flight():
-            response = rt.client.moderate(item.service, ref, item.info_type)
-    except ModerationError as err:
-        rt.metrics.observe_call(err.code, time.monotonic() - started)
-        if rt.budget is not None and not isinstance(err, TransportError):
-            rt.budget.give_back(item.job_key, held)  # answered, not billed (a fault may be)
-        return _handle_error(self, rt, item, owner, err)
-    # Billed: durable first (Redis), bookkeeping after.
-    is_parked = park_answer(rt, slot, response)
-    rt.metrics.observe_call(200, time.monotonic() - started)
-    rt.metrics.billed()
-    if rt.ledger is not None:
-        rt.ledger.billed(item.job_id, item.service, held)
-    rt.limiter.on_success()
-    outcome = store_answer(rt, item, owner, response, parked=is_parked)
-    risk = response.data.risk_level if response.data else None
-    _log_outcome(item, 200, response.request_id, f"{outcome} risk={risk}")
-    return outcome
-
-
-def _reserve(
-    self: Task, rt: Runtime, item: store.ClaimedItem, owner: str
-) -> Reservation | str | None:
-    """A unit of the daily and job budgets before the call (:mod:`worker.budget`); when one is
-    used up the row is paused with the reason and ``"paused"`` is the outcome; None: no budget."""
-    if rt.budget is None or not rt.budget.applies(item.max_calls):
-        return None
-    try:
-        got = rt.budget.reserve(item.job_id, item.job_key, item.max_calls)
-    except BudgetUnavailable as exc:
-        return _release_for_later(self, rt, item, owner, "budget", exc)
-    if not isinstance(got, Exhausted):
-        return got
-    reason = got.reason
-    with_db_retries(
-        "pause_item",
-        lambda: pause_item(rt.engine, item.id, owner, reason),
-        time.monotonic() + 3600,
-    )
-    _log_outcome(item, "budget", None, reason)
-    return "paused"
-
-
-def _handle_error(
-    self: Task,
-    rt: Runtime,
-    item: store.ClaimedItem,
-    owner: str,
-    err: ModerationError,
-) -> str:
-    code = str(err.code) if err.code is not None else "transport"
-    if isinstance(err, Throttled):
-        try:
-            rt.limiter.on_throttled()
-        except LimiterUnavailable as exc:  # advisory: the retry below matters more
-            log.warning("could not cut the shared rate: %s", exc)
-    # A gateway 502 page counts under "500", a 429 under "403" (worker.retry.decide).
-    decision = decide_error(err, item.attempts, rt.policy)
-    deadline = time.monotonic() + 3600
-    if isinstance(decision, Retry):
-        with_db_retries(
-            "record_retry",
-            lambda: store.record_retry(rt.engine, item.id, owner, code, err.message, str(err)),
-            deadline,
-        )
-        _log_outcome(item, code, err.request_id, f"retry in {decision.delay:.1f}s")
-        rt.metrics.retry(code)
-        raise _retry_later(self, rt, decision.delay)
-    with_db_retries(
-        "record_failure",
-        lambda: store.record_failure(rt.engine, item.id, owner, code, err.message, str(err)),
-        deadline,
-    )
-    _log_outcome(item, code, err.request_id, f"failed: {err.message}")
-    return "failed"
-
-
-def _fail_now(rt: Runtime, item: store.ClaimedItem, owner: str, code: str, message: str) -> str:
-    """Fail the row for good, without a call (a local file gone or changed since enqueue)."""
-    with_db_retries(
-        "record_failure",
-        lambda: store.record_failure(rt.engine, item.id, owner, code, message, message),
-        time.monotonic() + 3600,
-    )
-    _log_outcome(item, code, None, f"failed: {message}")
-    return "failed"
+    # Leased elsewhere: look again once the lease is over, never drop (look_again_after).
+    log.info("item %s is leased by another worker for %.1fs more; looking again", item_id, left)
+    raise Later(look_again_after(left))
 
 
 def _retry_later(self: Task, rt: Runtime, delay: float) -> Exception:
@@ -263,24 +177,21 @@ def _retry_later(self: Task, rt: Runtime, delay: float) -> Exception:
     return result
 
 
-def _release_for_later(
-    self: Task, rt: Runtime, item: store.ClaimedItem, owner: str, what: str, exc: Exception
-) -> str:
-    """Redis (the limiter, the parked answers) is away: hand the row back and retry later.
+def _retry_alone(self: Task, rt: Runtime, item_id: int, delay: float) -> None:
+    """Send one id of a message back alone, after about ``delay`` s (as :func:`_retry_later`).
 
-    No call is made without a permit, so nothing was billed; the message must not fail (it
-    would be acknowledged and the row left ``running`` until its lease ran out).
+    Its row was handed back (``queued``) or is leased elsewhere; if the publish fails (broker
+    gone) the row waits ``queued`` without a message, and a live worker's orphan finder (or
+    ``imgmod resume``) publishes it again: the message's other ids are not held up for it.
     """
-    delay = backend_wait(self.request.retries)
-    with_db_retries(
-        "record_retry",
-        lambda: store.record_retry(
-            rt.engine, item.id, owner, what, f"{what} unavailable", type(exc).__name__
-        ),
-        time.monotonic() + 3600,
-    )
-    _log_outcome(item, what, None, f"{what} unavailable ({type(exc).__name__}); retry later")
-    raise _retry_later(self, rt, delay)
+    try:
+        moderate.apply_async(
+            (item_id,),
+            countdown=countdown(delay, rt.settings.visibility_timeout),
+            retries=self.request.retries + 1,
+        )
+    except Exception as exc:  # noqa: BLE001 - the row is found again (see above)
+        log.warning("item %s: could not publish its retry (%s)", item_id, type(exc).__name__)
 
 
 def publish_again(ids: Sequence[int]) -> None:
@@ -333,7 +244,7 @@ def _message_received(request: Any = None, **_: object) -> None:
     if request is None or request.name != "imgmod.moderate" or rt is None:
         return
     try:
-        item_id = int(request.args[0])
-    except (IndexError, TypeError, ValueError):
+        ids = [int(i) for i in request.args]
+    except (TypeError, ValueError):
         return
-    _in_hand(rt, item_id, True)
+    _in_hand(rt, ids, True)

@@ -160,8 +160,9 @@ def follow_job(
     from worker.queue import BrokerUnavailable
     from worker.window import Refiller, RefillLoop
 
-    refills = RefillLoop(Refiller(engine, app, settings.queue_window))
-    republish = eager_top_up(engine, app, settings.queue_window)
+    per_message = settings.batch.ids_per_message
+    refills = RefillLoop(Refiller(engine, app, settings.queue_window, per_message=per_message))
+    republish = eager_top_up(engine, app, settings.queue_window, settings.batch.ids_per_message)
     floor = stall_floor(settings)
     if stall_seconds < floor:
         yield StallFloorRaised(stall_seconds, floor)

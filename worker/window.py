@@ -1,9 +1,10 @@
-"""The publishing window: how many messages wait in the broker, and who keeps it topped up.
+"""The publishing window: how many rows wait in the broker, and who keeps it topped up.
 
 A Celery message costs ~1 KB of Redis memory, so publishing a 10-million-image backfill at once
 would need ~10 GB of Redis. Instead a job's rows wait in SQL as ``pending`` and at most
-``IMGMOD_QUEUE_WINDOW`` messages (20,000 by default: ~20 MB) sit in the broker, whatever the
-job's size. When the backlog falls below half the window it is filled up again from the oldest
+``IMGMOD_QUEUE_WINDOW`` rows (20,000 by default: ~20 MB at one id per message, an
+``IMGMOD_IDS_PER_MESSAGE``-th of it at more) sit in the broker, whatever the job's size.
+When the backlog falls below half the window it is filled up again from the oldest
 job's ``pending`` rows; at the default and 100 QPS the half left is still 100 s of work, so a
 refill every second never lets the workers starve (``bench/broker_memory.py``).
 
@@ -34,11 +35,8 @@ cheaply: for them there is no window, and a top-up publishes every ``pending`` r
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import math
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -76,13 +74,19 @@ def refill_amount(backlog: int, window: int, low_water: float = 0.5) -> int:
 
 @dataclass
 class Refiller:
-    """Publishes ``pending`` rows, oldest job first, keeping the broker's backlog within
-    ``window`` messages."""
+    """Publishes ``pending`` rows, oldest job first, ``per_message`` ids to a message, keeping
+    the broker's backlog within ``window`` rows.
+
+    The window counts rows, not messages: the broker reports messages, each counted as a full
+    ``per_message`` ids (a job's last message, a retried or swept id may carry fewer), so the
+    rows in the broker never exceed the window and its messages are a ``per_message``-th of it.
+    """
 
     engine: Engine
     app: Celery
     window: int
     low_water: float = 0.5  # refill below this share of the window (1.0: whenever not full)
+    per_message: int = 1  # item ids per message (IMGMOD_IDS_PER_MESSAGE)
 
     def top_up(self) -> int:
         """Fill the window if below its low-water mark; returns how many were published.
@@ -90,7 +94,7 @@ class Refiller:
         Raises :class:`worker.queue.BrokerUnavailable` when the broker doesn't answer, and the
         database's errors when it is away; rows taken but not published are ``pending`` again.
         """
-        backlog = queue.broker_backlog(self.app)
+        backlog = self._backlog_rows()
         if backlog is None:
             return self._publish(None)
         if not refill_amount(backlog, self.window, self.low_water):
@@ -98,8 +102,13 @@ class Refiller:
         with queue.refill_lock(self.app, LOCK_SECONDS) as ours:
             if not ours:
                 return 0  # another refiller is at it
-            backlog = queue.broker_backlog(self.app) or 0  # it may have just finished
+            backlog = self._backlog_rows() or 0  # it may have just finished
             return self._publish(refill_amount(backlog, self.window, self.low_water))
+
+    def _backlog_rows(self) -> int | None:
+        """The rows the broker holds at most: its messages, each counted full."""
+        messages = queue.broker_backlog(self.app)
+        return None if messages is None else messages * self.per_message
 
     def _publish(self, wanted: int | None) -> int:
         """Take and publish up to ``wanted`` rows (None: all of them), a batch at a time."""
@@ -112,7 +121,11 @@ class Refiller:
                     break
                 for start in range(0, len(ids), queue.PUBLISH_BATCH):
                     try:
-                        queue.publish_ids(self.app, ids[start : start + queue.PUBLISH_BATCH])
+                        queue.publish_ids(
+                            self.app,
+                            ids[start : start + queue.PUBLISH_BATCH],
+                            per_message=self.per_message,
+                        )
                     except BaseException:
                         self._give_back(ids[start:])
                         raise
@@ -217,8 +230,6 @@ ORPHAN_KEY = "imgmod:orphan:"  # one publisher per lost row among the workers th
 
 Suspect = tuple[int, datetime]  # a queued row: its id and its updated_at (any change moves it)
 
-_ARGSREPR = re.compile(r'"argsrepr":\s*"\((\d+),\)"')
-
 
 def confirm_orphans(
     suspects: Mapping[Suspect, float], unseen: Iterable[Suspect], now: float, grace: float
@@ -245,19 +256,9 @@ def confirm_orphans(
 
 
 def message_item_id(raw: str | bytes) -> int | None:
-    """The item id an ``imgmod.moderate`` message carries (kombu's Redis envelope, JSON): from
-    its ``argsrepr`` header, else from its body; None for anything else."""
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    found = _ARGSREPR.search(text)
-    if found:
-        return int(found.group(1))
-    try:
-        envelope = json.loads(text)
-        if envelope["headers"]["task"] != queue.TASK_NAME:
-            return None
-        return int(json.loads(base64.b64decode(envelope["body"]))[0][0])
-    except (ValueError, KeyError, TypeError, IndexError):
-        return None
+    """A message's first item id, None if none (:func:`worker.queue.message_item_ids`)."""
+    ids = queue.message_item_ids(raw)
+    return ids[0] if ids else None
 
 
 def queued_rows(engine: Engine, limit: int) -> list[Suspect]:
@@ -332,7 +333,7 @@ class OrphanFinder:
             length, contents = pipe.execute()
         if int(length) > LOOK_QUEUE_MAX:
             return None
-        return {i for i in map(message_item_id, contents) if i is not None}
+        return {i for message in contents for i in queue.message_item_ids(message)}
 
     @property
     def _queue(self) -> str:
@@ -380,7 +381,9 @@ def connect_worker_signals(app: Celery, settings: Settings) -> None:
         global _worker_loop, _worker_finder
         if _worker_loop is None:
             engine = store.make_engine(settings.database_url)
-            _worker_loop = RefillLoop(Refiller(engine, app, settings.queue_window))
+            per_message = settings.batch.ids_per_message
+            refiller = Refiller(engine, app, settings.queue_window, per_message=per_message)
+            _worker_loop = RefillLoop(refiller)
             _worker_finder = OrphanFinder(engine, app)
             _worker_loop.start()
 

@@ -49,6 +49,20 @@ def test_batched_message_is_the_message_send_task_writes(broker_url, monkeypatch
     assert len(ids) == 2  # a fresh task id per message
 
 
+def test_a_message_of_several_ids_is_the_message_send_task_writes(broker_url, monkeypatch) -> None:
+    monkeypatch.setenv("IMGMOD_BROKER_URL", broker_url)
+    app = make_app(load_settings())
+    with app.producer_or_acquire() as producer:
+        app.send_task(TASK_NAME, args=(41, 42, 43), producer=producer)
+    publish_ids(app, [41, 42, 43, 44], per_message=3)
+
+    client = redis.Redis.from_url(broker_url)
+    by_send_task, first, last = client.lrange(app.conf.task_default_queue, 0, -1)[::-1]
+    assert _shape(first) == _shape(by_send_task)
+    assert json.loads(first)["headers"]["argsrepr"] == "(41, 42, 43)"
+    assert json.loads(last)["headers"]["argsrepr"] == "(44,)"  # the rest, in a shorter one
+
+
 def test_batch_delivers_messages_in_order_with_distinct_task_ids(broker_url, monkeypatch) -> None:
     monkeypatch.setenv("IMGMOD_BROKER_URL", broker_url)
     app = make_app(load_settings())

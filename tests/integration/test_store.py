@@ -222,6 +222,38 @@ def test_two_workers_racing_for_the_same_items_each_item_is_claimed_once(engine,
     assert attempts == 1
 
 
+def test_overlapping_batches_racing_each_item_is_claimed_once(engine, job):
+    ids = store.insert_items(engine, job.id, [url_item(n) for n in range(48)])
+    start = threading.Barrier(4)
+    wins: dict[str, list[int]] = {}
+
+    def race(owner: str, offset: int) -> None:
+        start.wait()  # each owner claims 8 ids at a time, half of them also in another's batch
+        batches = [ids[i : i + 8] for i in range(offset, len(ids), 4)]
+        got = [c.id for batch in batches for c in store.claim_items(engine, batch, owner, 60)]
+        wins[owner] = got
+
+    threads = [threading.Thread(target=race, args=(f"w{n}", n % 2 * 2)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    claimed = sorted(i for won in wins.values() for i in won)
+    assert claimed == sorted(ids)
+    with engine.connect() as conn:
+        attempts = conn.execute(sa.select(sa.func.max(store.items.c.attempts))).scalar_one()
+    assert attempts == 1
+
+
+def test_a_batch_claim_returns_the_claimable_rows_in_the_order_asked(engine, job):
+    a, b, c, d = store.insert_items(engine, job.id, [url_item(n) for n in range(4)])
+    assert store.claim_item(engine, b, "other", 60) is not None  # leased elsewhere
+    claimed = store.claim_items(engine, [d, b, a, 999_999, c, d], "w1", 60)
+    assert [item.id for item in claimed] == [d, a, c]
+    assert {item.job_key for item in claimed} == {claimed[0].job_key}
+    assert store.claim_items(engine, [], "w1", 60) == []
+
+
 def test_a_leased_item_cannot_be_claimed_by_another_worker(engine, job):
     item_id = one_item(engine, job)
     assert store.claim_item(engine, item_id, "w1", 60) is not None

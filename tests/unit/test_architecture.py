@@ -39,6 +39,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "worker.logs",
             "worker.settings_ui",  # the review page's settings, parsed for settings.py
             "worker.settings_act",  # imgmod act/restore's settings, parsed for settings.py
+            "worker.settings_batch",  # item ids per message, parsed for settings.py
         ),
     ),
     ("store", ("worker.store",)),
@@ -73,6 +74,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "worker",  # the package root: ``celery -A worker`` finds the app through it
             "worker.runtime",
             "worker.tasks",
+            "worker.attempt",  # one claimed row's attempt: permit, parked answer or call
             "worker.durable",  # the task's billed answer: parked, then stored
             "worker.app",
             "worker.broker",  # kombu's Redis transport, one client per channel

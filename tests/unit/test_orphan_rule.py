@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 from celery import Celery
 
-from worker.queue import message_builder
+from worker.queue import TASK_NAME, message_builder, message_item_ids
 from worker.window import confirm_orphans, message_item_id
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -62,3 +62,13 @@ def test_anything_else_has_no_item_id() -> None:
     assert (
         message_item_id(json.dumps({"body": "!!", "headers": {"task": "imgmod.moderate"}})) is None
     )
+
+
+def test_every_item_id_of_a_message_of_several_is_read_back() -> None:
+    app = Celery("t", broker="memory://")
+    build = message_builder(app, queue="imgmod")
+    assert message_item_ids(build([5, 6, 70])) == [5, 6, 70]
+    assert message_item_ids(build([9])) == [9] and message_item_id(build([5, 6])) == 5
+    body = base64.b64encode(json.dumps([[3, 4], {}, {}]).encode()).decode()
+    assert message_item_ids(json.dumps({"body": body, "headers": {"task": TASK_NAME}})) == [3, 4]
+    assert message_item_ids("not json") == []

@@ -229,3 +229,11 @@ def test_the_call_deadline_has_a_default_and_must_be_positive() -> None:
     assert load_settings({"IMGMOD_CALL_DEADLINE": "4.5"}).call_deadline == 4.5
     with pytest.raises(ConfigError, match="IMGMOD_CALL_DEADLINE"):
         load_settings({"IMGMOD_CALL_DEADLINE": "0"})
+
+
+def test_ids_per_message_defaults_to_eight_and_names_the_variable_when_bad() -> None:
+    assert load_settings({}).batch.ids_per_message == 8
+    assert load_settings({"IMGMOD_IDS_PER_MESSAGE": "1"}).batch.ids_per_message == 1
+    for bad in ("0", "-2", "x", "101", "2.5"):
+        with pytest.raises(ConfigError, match="IMGMOD_IDS_PER_MESSAGE"):
+            load_settings({"IMGMOD_IDS_PER_MESSAGE": bad})

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from worker.cli import actions, admin, costs, governance, jobs, results, ui
+from worker.cli import actions, admin, costs, governance, jobs, results, status, ui
 from worker.cli.context import CommandEnv
 from worker.cli.errors import explain
 from worker.settings import ConfigError, load_settings
@@ -80,6 +80,7 @@ def main(ctx: click.Context, log_format: str | None, debug: bool) -> None:
 
 for _command in (
     *jobs.COMMANDS,
+    *status.COMMANDS,
     *results.COMMANDS,
     *governance.COMMANDS,
     *actions.COMMANDS,

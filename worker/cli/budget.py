@@ -102,7 +102,11 @@ def resume(env: CommandEnv, job_name: str, max_calls: int | None) -> None:
     if max_calls is not None:
         set_max_calls(engine, job.id, max_calls)
     paused = unpause_job(engine, job.id)
-    n = requeue_open(engine, job, eager_top_up(engine, app, settings.queue_window))
+    n = requeue_open(
+        engine,
+        job,
+        eager_top_up(engine, app, settings.queue_window, settings.batch.ids_per_message),
+    )
     if paused:
         click.echo(f"reopened {paused} references paused on a budget")
     click.echo(f"re-enqueued {n} references")

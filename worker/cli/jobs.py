@@ -1,4 +1,4 @@
-"""Commands that put work in line and follow it: enqueue, run, wait, resume, retry, status.
+"""Commands that put work in line and follow it: enqueue, run, wait, resume, retry.
 
 Each checks what it needs (inputs, database, broker) before it writes anything, then calls
 :mod:`worker.producer` or :mod:`worker.watch` and prints what they report.
@@ -6,7 +6,6 @@ Each checks what it needs (inputs, database, broker) before it writes anything, 
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,7 @@ from worker.cli.context import (
     pass_env,
 )
 from worker.cli.errors import EXIT_BUDGET, CliError
-from worker.cli.progress import print_counts, progress_bar, render_follow
+from worker.cli.progress import progress_bar, render_follow
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -177,7 +176,7 @@ def _enqueue(
             engine,
             job,
             inputs,
-            eager_top_up(engine, app, settings.queue_window),
+            eager_top_up(engine, app, settings.queue_window, settings.batch.ids_per_message),
             oss_region=oss_region,
             referer=referer,
             stdin=sys.stdin.buffer,
@@ -351,46 +350,14 @@ def retry(env: CommandEnv, job_name: str, code: str | None) -> None:
     job = find_job(engine, job_name)
     app = celery_app(settings)
     check_broker(app, settings)  # before the reset: a dead broker leaves the rows failed
-    retried = retry_failed(engine, job, eager_top_up(engine, app, settings.queue_window), code)
+    retried = retry_failed(
+        engine,
+        job,
+        eager_top_up(engine, app, settings.queue_window, settings.batch.ids_per_message),
+        code,
+    )
     click.echo(f"re-queued {retried.count} failed references")
     _waiting_note(retried.waiting, settings)
 
 
-@click.command()
-@click.argument("job_name", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@pass_env
-def status(env: CommandEnv, job_name: str | None, as_json: bool) -> None:
-    """Counts by state for JOB (or every job)."""
-    engine = open_database(env.settings)
-    jobs = [find_job(engine, job_name)] if job_name else store.list_jobs(engine)
-    rows: list[dict[str, Any]] = []
-    for job in jobs:
-        counts = store.state_counts(engine, job.id)
-        rows.append(
-            {
-                "job": job.name,
-                "service": job.service,
-                "info_type": job.info_type,
-                "created_at": job.created_at.isoformat() if job.created_at else None,
-                "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-                "lines": job.total_lines,
-                "accepted": job.accepted,
-                "duplicates": job.duplicates,
-                "states": counts,
-                "budget": budget.budget_status(engine, job, env.settings),
-            }
-        )
-        if len(job.services) > 1:  # rows are per (reference, service): each service's own
-            rows[-1]["by_service"] = store.service_state_counts(engine, job.id)
-    if as_json:
-        click.echo(json.dumps(rows if job_name is None else rows[0], indent=2))
-        return
-    for row in rows:
-        print_counts(row["job"], row["states"])
-        for service, counts in row.get("by_service", {}).items():
-            print_counts(f"{row['job']} / {service}", counts)
-        budget.print_budget(row["budget"])
-
-
-COMMANDS = (enqueue, run, wait, budget.resume, retry, status)
+COMMANDS = (enqueue, run, wait, budget.resume, retry)

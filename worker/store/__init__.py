@@ -5,8 +5,8 @@ Works on SQLite (the embedded default) and PostgreSQL. Every public function tak
 threads and processes at once. Correctness under concurrency rests on single atomic statements,
 not on locks held in Python:
 
-* :func:`~worker.store.leases.claim_item` is one ``UPDATE ... WHERE <claimable> RETURNING``: of
-  two workers handed the same (redelivered) message, exactly one gets the row.
+* :func:`~worker.store.leases.claim_items` is one ``UPDATE ... WHERE id IN (...) AND <claimable>
+  RETURNING``: of two workers handed the same (redelivered) message, exactly one gets each row.
 * :func:`~worker.store.answers.record_result` inserts into ``results`` with ``ON CONFLICT
   (item_id, service) DO NOTHING``: however many workers finish the same image, one results row
   is stored.
@@ -27,7 +27,7 @@ store.claim_item(...)`` reads as one module.
 
 from __future__ import annotations
 
-from worker.store.answers import record_result, storable
+from worker.store.answers import BilledAnswer, record_result, record_results, storable
 from worker.store.decision_inputs import (
     CurrentDecision,
     DecisionInput,
@@ -83,6 +83,7 @@ from worker.store.jobs import (
 from worker.store.leases import (
     ClaimedItem,
     claim_item,
+    claim_items,
     extend_lease,
     lease_left,
     record_failure,
@@ -168,6 +169,7 @@ __all__ = [
     "attempts_made",
     "check_schema",
     "claim_item",
+    "claim_items",
     "current_revision",
     "ensure_schema",
     "expired_or_stuck_ids",
@@ -193,6 +195,8 @@ __all__ = [
     "metadata",
     "record_failure",
     "record_result",
+    "record_results",
+    "BilledAnswer",
     "record_retry",
     "rejected_ref_key",
     "service_state_counts",

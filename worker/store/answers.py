@@ -24,13 +24,14 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from worker.results import ModerationResponse
 from worker.store.engine import write
@@ -78,6 +79,16 @@ def _result_statements(dialect: str) -> tuple[Any, Any, Any, Any]:
     return job_of_item, insert_result, sa.insert(result_labels), mark_done
 
 
+@dataclass(frozen=True)
+class BilledAnswer:
+    """One billed answer to store: the item's id, its job's, and the service it was for."""
+
+    item_id: int
+    job_id: int | None
+    service: str
+    response: ModerationResponse
+
+
 def record_result(
     engine: Engine,
     item_id: int,
@@ -98,69 +109,80 @@ def record_result(
     raises ``LookupError`` either way, and nothing is stored.
     """
     del owner  # a billed answer is never thrown away, whoever holds the lease
+    with write(engine) as conn:
+        return _record(conn, BilledAnswer(item_id, job_id, service, response), now())
+
+
+def record_results(engine: Engine, answers: Sequence[BilledAnswer]) -> list[bool]:
+    """:func:`record_result` of each answer, in one transaction (one commit, one write lock on
+    SQLite, for a message's answers): all are stored, or none (the caller then stores them
+    one by one, to tell which one the database refuses)."""
     moment = now()
+    with write(engine) as conn:
+        return [_record(conn, answer, moment) for answer in answers]
+
+
+def _record(conn: Connection, answer: BilledAnswer, moment: datetime) -> bool:
+    item_id, job_id, service, response = (
+        answer.item_id,
+        answer.job_id,
+        answer.service,
+        answer.response,
+    )
     data = response.data
     code = None if response.code is None else str(response.code)
-    with write(engine) as conn:
-        job_of_item, insert_result, insert_labels, mark_done = _result_statements(
-            conn.dialect.name
-        )
+    job_of_item, insert_result, insert_labels, mark_done = _result_statements(conn.dialect.name)
+    if job_id is None:
+        job_id = conn.execute(job_of_item, {"item_id": item_id}).scalar()
         if job_id is None:
-            job_id = conn.execute(job_of_item, {"item_id": item_id}).scalar()
-            if job_id is None:
-                raise LookupError(f"item {item_id} does not exist")
-        row = clip(
-            results,
+            raise LookupError(f"item {item_id} does not exist")
+    row = clip(
+        results,
+        storable(
+            {
+                "item_id": item_id,
+                "job_id": job_id,
+                "service": service,
+                "request_id": response.request_id,
+                "code": code,
+                "msg": response.msg,
+                "data_id": data.data_id if data else None,
+                "risk_level": data.risk_level if data else None,
+                "ext": dict(data.ext.raw) if data and data.ext is not None else None,
+                "raw": dict(response.raw),
+                "moderated_at": moment,
+            }
+        ),
+    )
+    result_id = conn.execute(insert_result, row).scalar()
+    if result_id is None:
+        return False
+    labels = [
+        clip(
+            result_labels,
             storable(
                 {
-                    "item_id": item_id,
+                    "result_id": result_id,
                     "job_id": job_id,
-                    "service": service,
-                    "request_id": response.request_id,
-                    "code": code,
-                    "msg": response.msg,
-                    "data_id": data.data_id if data else None,
-                    "risk_level": data.risk_level if data else None,
-                    "ext": dict(data.ext.raw) if data and data.ext is not None else None,
-                    "raw": dict(response.raw),
-                    "moderated_at": moment,
-                }
+                    "item_id": item_id,
+                    "label": label.label,
+                    "confidence": label.confidence,
+                    "description": label.description,
+                    "risk_level": label.risk_level,
+                },
+                number=None,
             ),
         )
-        result_id = conn.execute(insert_result, row).scalar()
-        if result_id is None:
-            return False
-        labels = [
-            clip(
-                result_labels,
-                storable(
-                    {
-                        "result_id": result_id,
-                        "job_id": job_id,
-                        "item_id": item_id,
-                        "label": label.label,
-                        "confidence": label.confidence,
-                        "description": label.description,
-                        "risk_level": label.risk_level,
-                    },
-                    number=None,
-                ),
-            )
-            for label in (data.result if data else ())
-        ]
-        if labels:
-            conn.execute(insert_labels, labels)
-        done = conn.execute(
-            mark_done,
-            {
-                "done_id": item_id,
-                "done_code": row["code"],
-                "done_msg": row["msg"],
-                "moment": moment,
-            },
-        )
-        if done.rowcount != 1:  # the item went away (its job dropped): store nothing
-            raise LookupError(f"item {item_id} does not exist")
+        for label in (data.result if data else ())
+    ]
+    if labels:
+        conn.execute(insert_labels, labels)
+    done = conn.execute(
+        mark_done,
+        {"done_id": item_id, "done_code": row["code"], "done_msg": row["msg"], "moment": moment},
+    )
+    if done.rowcount != 1:  # the item went away (its job dropped): store nothing
+        raise LookupError(f"item {item_id} does not exist")
     return True
 
 
@@ -258,5 +280,6 @@ class ParkedAnswers:
         text = self._redis.get(slot.key)
         return None if text is None else decode(slot, text)
 
-    def clear(self, slot: AnswerSlot) -> None:
-        self._redis.delete(slot.key)
+    def clear(self, *slots: AnswerSlot) -> None:
+        if slots:
+            self._redis.delete(*(slot.key for slot in slots))

@@ -1,13 +1,13 @@
 """Items on the worker's side: claiming a row under a lease, keeping it, and letting it go.
 
 Correctness under concurrency rests on single atomic statements, not on locks held in Python:
-:func:`claim_item` is one ``UPDATE ... WHERE <claimable> RETURNING``, so of two workers handed
-the same (redelivered) message, exactly one gets the row. A lease runs on the database's clock
-(:func:`worker.store.sql.db_now`); its owner renews it (:func:`renew_leases`) while it works,
-and a row whose lease ran out is taken over (:func:`claim_item`) or swept back to the queue
-(:func:`requeue_expired`). Handing a row back (:func:`record_retry`) needs the lease; failing it
-(:func:`record_failure`) only needs that no one else holds a live one. Storing a billed answer
-needs nothing: :func:`worker.store.answers.record_result`.
+:func:`claim_items` is one ``UPDATE ... WHERE id IN (...) AND <claimable> RETURNING``, so of two
+workers handed the same (redelivered) message, exactly one gets each row. A lease runs on the
+database's clock (:func:`worker.store.sql.db_now`); its owner renews it (:func:`renew_leases`)
+while it works, and a row whose lease ran out is taken over (:func:`claim_items`) or swept back
+to the queue (:func:`requeue_expired`). Handing a row back (:func:`record_retry`) needs the
+lease; failing it (:func:`record_failure`) only needs that no one else holds a live one. Storing
+a billed answer needs nothing: :func:`worker.store.answers.record_result`.
 """
 
 from __future__ import annotations
@@ -91,10 +91,13 @@ _CLAIMED_COLS = (
 @functools.cache
 def _claim_statement(dialect: str) -> sa.Update:
     """The claim, built once per database kind (building it costs more than running it on
-    SQLite); bound: ``claim_id``, ``owner``, ``lease_seconds``, ``moment``."""
+    SQLite); bound: ``claim_ids`` (expanding), ``owner``, ``lease_seconds``, ``moment``."""
     return (
         sa.update(items)
-        .where(items.c.id == sa.bindparam("claim_id"), _claimable(db_now(dialect)))
+        .where(
+            items.c.id.in_(sa.bindparam("claim_ids", expanding=True)),
+            _claimable(db_now(dialect)),
+        )
         .values(
             state="running",
             lease_owner=sa.bindparam("owner"),
@@ -109,25 +112,41 @@ def _claim_statement(dialect: str) -> sa.Update:
 def claim_item(
     engine: Engine, item_id: int, owner: str, lease_seconds: float
 ) -> ClaimedItem | None:
-    """Lease the item to ``owner``, or None when it is finished, rejected or leased elsewhere.
+    """Lease the item to ``owner``, or None when it is finished, rejected or leased elsewhere
+    (:func:`claim_items` of one id)."""
+    claimed = claim_items(engine, (item_id,), owner, lease_seconds)
+    return claimed[0] if claimed else None
 
-    The claim is one atomic ``UPDATE ... WHERE <claimable> RETURNING``: when a message is
-    delivered twice, exactly one worker gets the row; the other sees None and acks.
-    An expired lease (a worker that died, or stopped renewing) may be taken over. The lease
-    runs ``lease_seconds`` on the database's clock; the owner keeps it alive with
-    :func:`renew_leases`. ``attempts`` counts claims. The row's service (one row per
+
+def claim_items(
+    engine: Engine, item_ids: Sequence[int], owner: str, lease_seconds: float
+) -> list[ClaimedItem]:
+    """Lease to ``owner`` those of the items that are claimable; the others (finished,
+    rejected or leased elsewhere) are missing from the answer, which is in ``item_ids`` order.
+
+    The claim is one atomic ``UPDATE ... WHERE id IN (...) AND <claimable> RETURNING``: each
+    row is decided by the database alone, so when a message (or two messages naming the same
+    id) is delivered twice, exactly one worker gets each row; the others see it missing and
+    let it be. An expired lease (a worker that died, or stopped renewing) may be taken over.
+    The leases run ``lease_seconds`` on the database's clock; the owner keeps them alive with
+    :func:`renew_leases`. ``attempts`` counts claims. Each row's service (one row per
     reference and service) and its job's infoType and key come back from the same statement.
     """
+    if not item_ids:
+        return []
     params = {
-        "claim_id": item_id,
+        "claim_ids": list(item_ids),
         "owner": owner,
         "lease_seconds": float(lease_seconds),
         "moment": now(),
     }
     with write(engine) as conn:
-        row = conn.execute(_claim_statement(conn.dialect.name), params).one_or_none()
-    if row is None:
-        return None
+        rows = conn.execute(_claim_statement(conn.dialect.name), params).all()
+    by_id = {row.id: _claimed(row) for row in rows}
+    return [by_id[i] for i in dict.fromkeys(item_ids) if i in by_id]
+
+
+def _claimed(row: sa.Row[Any]) -> ClaimedItem:
     found = row._mapping
     return ClaimedItem(
         id=row.id,
