@@ -84,8 +84,41 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        mode = "IMMEDIATE" if conn.get_execution_options().get("imgmod_write") else "DEFERRED"
+        options = conn.get_execution_options()
+        if options.get("imgmod_eager"):
+            _begin_eagerly(conn.connection.dbapi_connection)
+            return
+        mode = "IMMEDIATE" if options.get("imgmod_write") else "DEFERRED"
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+EAGER_POLL_S = 0.001  # an eager writer's retry step for the write lock
+
+
+def _begin_eagerly(dbapi_conn: Any) -> None:
+    """``BEGIN IMMEDIATE``, retried every millisecond instead of on SQLite's busy handler.
+
+    Why: the handler sleeps in growing steps (up to 100 ms), so a producer's few large insert
+    transactions lose the one write lock to a worker's many small ones (claims, results,
+    renewals) and spend most of their time asleep while the lock is free (measured: two thirds
+    of ``imgmod enqueue``'s wall time in those sleeps beside a busy worker, bench/RESULTS.md).
+    Polling costs the one waiting thread microseconds per step; only the producer's inserts
+    ask for it (:func:`write` with ``eager=True``), never a worker's hundreds of threads. Gives
+    up after the same 30 s as ``busy_timeout``, with SQLite's own "database is locked"."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    dbapi_conn.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                dbapi_conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                    # As SQLAlchemy wraps any statement's error: callers test for its class.
+                    raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+            time.sleep(EAGER_POLL_S)
+    finally:
+        dbapi_conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
 
 def _use_wal(cursor: Any) -> None:
@@ -108,10 +141,11 @@ def _use_wal(cursor: Any) -> None:
 
 
 @contextmanager
-def write(engine: Engine) -> Iterator[Connection]:
-    """One write transaction (on SQLite: holding the write lock from its first statement)."""
+def write(engine: Engine, *, eager: bool = False) -> Iterator[Connection]:
+    """One write transaction (on SQLite: holding the write lock from its first statement;
+    ``eager``: waiting for it by polling every millisecond, see :func:`_begin_eagerly`)."""
     with engine.connect() as conn:
-        conn.execution_options(imgmod_write=True)
+        conn.execution_options(imgmod_write=True, imgmod_eager=eager)
         with conn.begin():
             yield conn
 

@@ -80,7 +80,7 @@ def insert_items(engine: Engine, job_id: int, rows: Sequence[NewItem]) -> list[i
     """
     if not rows:
         return []
-    with write(engine) as conn:
+    with write(engine, eager=True) as conn:  # a producer's batch: see store.engine.write
         return insert_rows(conn, job_id, rows)
 
 

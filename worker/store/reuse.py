@@ -77,7 +77,7 @@ def insert_reusing(
     after one indexed probe (:func:`may_link`), which is most batches of a large new job."""
     if not rows:
         return Inserted([], 0)
-    with write(engine) as conn:
+    with write(engine, eager=True) as conn:  # a producer's batch: see store.engine.write
         linking = scope is not None and may_link(conn, rows, scope)
         ids = insert_rows(conn, job_id, rows)
         if not linking or scope is None:
