@@ -95,3 +95,23 @@ def test_an_eager_write_gives_up_after_the_busy_timeout(tmp_path, monkeypatch) -
         release.set()
         holder.join(5)
     engine.dispose()
+
+
+def test_a_commands_engine_writes_eagerly_and_a_workers_does_not(tmp_path, monkeypatch) -> None:
+    """``make_engine(eager_writes=True)`` (what commands open) polls on every write; a plain
+    engine (a worker's) waits on SQLite's busy handler, never in the polling loop."""
+    url = f"sqlite:///{tmp_path / 'eager.db'}"
+    seen: list[bool] = []
+    real = engine_module._begin_eagerly
+
+    def spy(dbapi_conn) -> None:
+        seen.append(True)
+        real(dbapi_conn)
+
+    monkeypatch.setattr(engine_module, "_begin_eagerly", spy)
+    for eager in (False, True):
+        engine = store.make_engine(url, eager_writes=eager)
+        with write(engine) as conn:
+            conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+        engine.dispose()
+        assert seen == ([True] if eager else [])

@@ -52,7 +52,8 @@ pass_env = click.make_pass_decorator(CommandEnv)
 def open_database(settings: Settings) -> Engine:
     """The engine, once the database is known to be at the current schema."""
     try:
-        return store.ensure_schema(settings.database_url)
+        # One writer thread: it polls for SQLite's write lock rather than sleep beside workers.
+        return store.ensure_schema(settings.database_url, eager_writes=True)
     except store.SchemaError as exc:
         raise CliError(str(exc)) from None
 

@@ -35,7 +35,11 @@ _SQLITE_OUTAGE_WORDS = ("locked", "busy", "unable to open", "disk i/o", "readonl
 
 
 def make_engine(
-    url: str, *, pool_size: int = POOL_SIZE, max_overflow: int = MAX_OVERFLOW
+    url: str,
+    *,
+    pool_size: int = POOL_SIZE,
+    max_overflow: int = MAX_OVERFLOW,
+    eager_writes: bool = False,
 ) -> Engine:
     """An engine tuned for many threads: SQLite in WAL mode, PostgreSQL with a checked pool.
 
@@ -45,7 +49,9 @@ def make_engine(
     SQLite: WAL (readers never block the writer), ``busy_timeout`` 30 s, foreign keys on, and
     transactions begun by SQLAlchemy rather than the sqlite3 module, so a write transaction takes
     the write lock up front (``BEGIN IMMEDIATE``) and waits on ``busy_timeout`` instead of failing
-    with "database is locked" halfway through.
+    with "database is locked" halfway through. ``eager_writes`` (a command's single writer, never
+    a worker's threads): every write transaction waits for the lock by polling
+    (:func:`_begin_eagerly`).
     """
     parsed = sa.make_url(normalize_database_url(url))
     if parsed.drivername == "postgresql":
@@ -60,7 +66,7 @@ def make_engine(
             max_overflow=max_overflow,
             pool_timeout=POOL_TIMEOUT_S,
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, eager_writes)
         return engine
     return sa.create_engine(
         parsed,
@@ -71,7 +77,7 @@ def make_engine(
     )
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, eager_writes: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN, see _on_begin
@@ -85,7 +91,7 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         options = conn.get_execution_options()
-        if options.get("imgmod_eager"):
+        if options.get("imgmod_eager") or (eager_writes and options.get("imgmod_write")):
             _begin_eagerly(conn.connection.dbapi_connection)
             return
         mode = "IMMEDIATE" if options.get("imgmod_write") else "DEFERRED"
@@ -102,8 +108,9 @@ def _begin_eagerly(dbapi_conn: Any) -> None:
     transactions lose the one write lock to a worker's many small ones (claims, results,
     renewals) and spend most of their time asleep while the lock is free (measured: two thirds
     of ``imgmod enqueue``'s wall time in those sleeps beside a busy worker, bench/RESULTS.md).
-    Polling costs the one waiting thread microseconds per step; only the producer's inserts
-    ask for it (:func:`write` with ``eager=True``), never a worker's hundreds of threads. Gives
+    Polling costs the one waiting thread microseconds per step; only the producer asks for it
+    (its inserts, :func:`write` with ``eager=True``; every write of a command's engine,
+    ``make_engine(eager_writes=True)``), never a worker's hundreds of threads. Gives
     up after the same 30 s as ``busy_timeout``, with SQLite's own "database is locked"."""
     deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
     dbapi_conn.execute("PRAGMA busy_timeout=0")

@@ -120,13 +120,14 @@ def check_schema(engine: Engine) -> None:
     )
 
 
-def ensure_schema(url: str) -> Engine:
+def ensure_schema(url: str, *, eager_writes: bool = False) -> Engine:
     """An engine whose schema is current: SQLite is migrated on first use, others only checked.
 
     A shared PostgreSQL database is upgraded deliberately (``imgmod db upgrade``), never as a
     side effect of starting a worker; an embedded SQLite file belongs to this installation.
+    ``eager_writes``: see :func:`worker.store.engine.make_engine` (commands, not workers).
     """
-    engine = make_engine(url)
+    engine = make_engine(url, eager_writes=eager_writes)
     if engine.dialect.name == "sqlite":
         current = current_revision(engine)
         if current is None or (current != head_revision() and current in _known_revisions()):
