@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -192,5 +193,53 @@ def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(sqlite_url):
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    finally:
+        engine.dispose()
+
+
+def test_0009_gives_existing_rows_their_jobs_service_and_keeps_them_unique_per_service(
+    database_url,
+):
+    """An archive moderated before several services per job: its rows take their job's
+    service, then a second service's row of the same reference fits beside them."""
+    store.upgrade(database_url, "0008")
+    engine = store.make_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO jobs (id, name, service, info_type, created_at, total_lines, "
+                    "accepted, duplicates, rejected) VALUES (1, 'old', 'aigcDetector_global', "
+                    "'', CURRENT_TIMESTAMP, 1, 1, 0, 0)"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO items (job_id, kind, ref_key, source, line, state, attempts, "
+                    "created_at, updated_at) VALUES (1, 'url', 'https://e.com/1.png', 'in.txt', "
+                    "1, 'done', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+            conn.execute(  # rows referencing the rebuilt tables (SQLite's batch mode)
+                sa.text(
+                    "INSERT INTO results (item_id, job_id, service, code, raw, moderated_at) "
+                    "VALUES (1, 1, 'aigcDetector_global', '200', '{}', CURRENT_TIMESTAMP)"
+                )
+            )
+        store.upgrade(database_url)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT service FROM items")).scalars().all() == [
+                "aigcDetector_global"
+            ]
+        job = store.get_job(engine, "old")
+        assert job is not None and job.services == ("aigcDetector_global",)
+        again = store.NewItem(
+            kind="url", ref_key="https://e.com/1.png", image_url="https://e.com/1.png",
+            oss_bucket=None, oss_object=None, oss_region=None, data_id=None, referer=None,
+            source="in.txt", line=1, state="pending",
+        )  # fmt: skip
+        assert store.insert_items(engine, 1, [again]) == []  # same reference, same service
+        assert len(store.insert_items(engine, 1, [replace(again, service="other")])) == 1
+        store.check_schema(engine)
     finally:
         engine.dispose()

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from worker.store.engine import make_engine, safe_url, write
+from worker.store.engine import make_engine, safe_url
 
 _MIGRATION_LOCK_KEY = 0x696D676D6F64  # "imgmod": pg_advisory_xact_lock key for upgrades
 
@@ -91,12 +91,23 @@ def upgrade(url: str, revision: str = "head") -> None:
 
     engine = make_engine(url)
     try:
-        with write(engine) as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(
-                    sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY}
-                )
-            command.upgrade(alembic_config(conn), revision)
+        with engine.connect() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:
+                # Batch mode rebuilds a table (copy, drop, rename) that other rows reference:
+                # with foreign keys on, its DROP fails on any populated database. They are off
+                # for the upgrade (set before the transaction: SQLite ignores the pragma inside
+                # one) and every reference is checked before the commit instead.
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+            conn.execution_options(imgmod_write=True)
+            with conn.begin():
+                if not sqlite:
+                    conn.execute(
+                        sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY}
+                    )
+                command.upgrade(alembic_config(conn), revision)
+                if sqlite and (broken := conn.exec_driver_sql("PRAGMA foreign_key_check").first()):
+                    raise SchemaError(f"the upgrade would break a reference: {tuple(broken)}")
     finally:
         engine.dispose()
 
