@@ -16,7 +16,13 @@ from typing import IO, Any
 
 from sqlalchemy.engine import Engine
 
-from worker.export_services import flat_record, label_cell, reference_records
+from worker.export_services import (
+    REFERENCE_FIELDS,
+    SERVICE_FIELDS,
+    flat_record,
+    label_cell,
+    reference_records,
+)
 from worker.prices import Prices
 from worker.report_data import service_billing, total_billing
 from worker.store.budgets import paused_reasons
@@ -25,31 +31,9 @@ from worker.store.queries import ExportPage, export_pages, job_figures, state_co
 from worker.store.reference_pages import reference_pages
 from worker.store.service_figures import ServiceFigures, reference_counts, service_figures
 
-EXPORT_FIELDS = (
-    "job",
-    "image_url",
-    "oss_bucket",
-    "oss_object",
-    "oss_region",
-    "data_id",
-    "referer",
-    "source",
-    "line",
-    "status",
-    "risk_level",
-    "labels",
-    "ext",
-    "request_id",
-    "code",
-    "msg",
-    "attempts",
-    "error",
-    "moderated_at",
-    "reused",
-    "decision",
-    "policy",
-    "policy_version",
-)
+# A one-service line: where the image is, then what the service said of it (the same fields a
+# line of several services nests per service under ``results``).
+EXPORT_FIELDS = (*REFERENCE_FIELDS, *SERVICE_FIELDS)
 TOP_LABELS = 20
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection"):
 # =HYPERLINK(...) in an object name would phone home, =cmd|' /C calc'!A0 runs a program.
