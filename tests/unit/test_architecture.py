@@ -40,6 +40,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "worker.settings_ui",  # the review page's settings, parsed for settings.py
             "worker.settings_act",  # imgmod act/restore's settings, parsed for settings.py
             "worker.settings_batch",  # item ids per message, parsed for settings.py
+            "worker.readahead",  # an iterator's next items made in a thread (producers)
         ),
     ),
     ("store", ("worker.store",)),

@@ -147,7 +147,7 @@ def test_each_top_up_publishes_the_rows_it_took_once_each(
 def test_a_copy_line_escapes_what_copy_text_would_misread() -> None:
     from datetime import datetime, timezone
 
-    from worker.store.items import copy_line
+    from worker.store.inserts import copy_line
 
     moment = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
     line = copy_line(["a\tb\\c\nd\re", None, 7, moment, ""])

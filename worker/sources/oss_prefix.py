@@ -22,9 +22,7 @@ page and the continuation point is saved with the job), calling :func:`page_reco
 from __future__ import annotations
 
 import hashlib
-import queue
 import re
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +30,7 @@ from fnmatch import fnmatchcase
 from typing import IO
 
 from worker.oss import ObjectInfo, Page
+from worker.readahead import read_ahead
 from worker.sources.records import Accepted, Defaults, InputError, Record, Rejected, validate
 from worker.vendor import IMAGE_EXTENSIONS, MAX_IMAGE_BYTES, MAX_OSS_OBJECT_BYTES
 
@@ -174,7 +173,8 @@ def page_records(
 
 def prefetched(fetch: Callable[[str | None], Page], token: str | None) -> Iterator[Page]:
     """The pages from ``token`` on (``fetch(token)`` is one page), the next one fetched in a
-    background thread while the caller records the current one.
+    background thread while the caller records the current one
+    (:func:`worker.readahead.read_ahead`).
 
     Why: a page's request (the OSS round trip, the SDK's XML parsing) and the recording of the
     page before it (SQL) then overlap, the listing's two halves. At most the page being recorded
@@ -183,38 +183,17 @@ def prefetched(fetch: Callable[[str | None], Page], token: str | None) -> Iterat
     error fetching a page is raised here, after the pages before it were yielded. Closing the
     iterator (the caller failed) lets the thread end after at most the page in flight.
     """
-    ahead: queue.Queue[Page | BaseException] = queue.Queue(maxsize=1)
-    stop = threading.Event()
 
-    def run() -> None:
+    def pages() -> Iterator[Page]:
         next_token = token
-        while not stop.is_set():
-            try:
-                item: Page | BaseException = fetch(next_token)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
-                item = exc
-            while not stop.is_set():
-                try:
-                    ahead.put(item, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
-            if isinstance(item, BaseException) or item.next_token is None:
-                return
-            next_token = item.next_token
-
-    thread = threading.Thread(target=run, name="oss-list-ahead", daemon=True)
-    thread.start()
-    try:
         while True:
-            got = ahead.get()
-            if isinstance(got, BaseException):
-                raise got
-            yield got
-            if got.next_token is None:
+            page = fetch(next_token)
+            yield page
+            if page.next_token is None:
                 return
-    finally:
-        stop.set()
+            next_token = page.next_token
+
+    return read_ahead(pages(), name="oss-list-ahead")
 
 
 def claims_prefix(path: str) -> bool:

@@ -58,11 +58,11 @@ from worker.store.events import (
     item_history,
     job_events,
 )
+from worker.store.inserts import insert_items
 from worker.store.items import (
     RAW_INPUT_LIMIT,
     NewItem,
     expired_or_stuck_ids,
-    insert_items,
     jobs_with_pending,
     mark_queued,
     rejected_ref_key,

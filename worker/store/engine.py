@@ -86,6 +86,9 @@ def _configure_sqlite(engine: Engine, eager_writes: bool) -> None:
         _use_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")  # safe in WAL mode; fsync per checkpoint
+        if eager_writes:
+            for pragma in COMMAND_PRAGMAS:
+                cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -97,6 +100,19 @@ def _configure_sqlite(engine: Engine, eager_writes: bool) -> None:
         mode = "IMMEDIATE" if options.get("imgmod_write") else "DEFERRED"
         conn.exec_driver_sql(f"BEGIN {mode}")
 
+
+# A command's engine writes few, large transactions (``imgmod enqueue``: a batch of 10,000 rows
+# with a random key each in the identity index). SQLite's default 2 MiB page cache spills such a
+# batch's dirty index pages to the WAL before the commit, and its checkpoint every 1,000 WAL
+# pages (4 MiB) copies and fsyncs the database after nearly every batch. A 64 MiB cache and a
+# checkpoint every 20,000 pages (80 MiB, the WAL file trimmed back to 64 MiB after it) took a
+# million rows from 15,500 to 22,600 rows/s (bench/RESULTS.md). Per connection: only a
+# command's one or two connections pay the memory, never a worker's pool.
+COMMAND_PRAGMAS = (
+    "cache_size=-65536",  # KiB
+    "wal_autocheckpoint=20000",  # pages
+    "journal_size_limit=67108864",  # bytes
+)
 
 EAGER_POLL_S = 0.001  # an eager writer's retry step for the write lock
 

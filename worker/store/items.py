@@ -1,18 +1,18 @@
-"""Items on the producer's side: inserting a job's lines, queueing them, and reopening them.
+"""Items on the producer's side: a job's lines as rows, queueing them, and reopening them.
 
-A row is ``pending`` when inserted, ``queued`` once its message is (or is about to be) on the
-broker, and ``rejected`` for good when its input line was invalid. The publishing window
-(:mod:`worker.window`) takes ``pending`` rows as the broker has room (:func:`take_pending`);
-``imgmod resume``, stall detection and ``imgmod retry`` put rows back (:func:`reopen_open_items`,
-:func:`expired_or_stuck_ids`, :func:`reset_failed`). What a worker does with a row is in
-:mod:`worker.store.leases` and :mod:`worker.store.answers`.
+The insert itself is in :mod:`worker.store.inserts`. A row is ``pending`` when inserted,
+``queued`` once its message is (or is about to be) on the broker, and ``rejected`` for good
+when its input line was invalid. The publishing window (:mod:`worker.window`) takes ``pending``
+rows as the broker has room (:func:`take_pending`); ``imgmod resume``, stall detection and
+``imgmod retry`` put rows back (:func:`reopen_open_items`, :func:`expired_or_stuck_ids`,
+:func:`reset_failed`). What a worker does with a row is in :mod:`worker.store.leases` and
+:mod:`worker.store.answers`.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -27,7 +27,8 @@ RAW_INPUT_LIMIT = 2000  # characters of a rejected line kept for the report
 
 @dataclass(frozen=True)
 class NewItem:
-    """One input line for :func:`insert_items`: a reference (``pending``) or a ``rejected`` line."""
+    """One input line for :func:`~worker.store.inserts.insert_items`: a reference
+    (``pending``) or a ``rejected`` line."""
 
     kind: str
     ref_key: str
@@ -70,151 +71,6 @@ def first_service(conn: Connection, job_id: int) -> str:
     built by hand) is recorded under."""
     services = conn.execute(sa.select(jobs.c.service).where(jobs.c.id == job_id)).scalar_one()
     return str(services).split(",")[0]
-
-
-def insert_items(engine: Engine, job_id: int, rows: Sequence[NewItem]) -> list[int]:
-    """Insert ``rows``; those already in the job (same ``ref_key``) are skipped.
-
-    Returns the ids of the rows actually inserted, in no particular order. One multi-row
-    statement per batch (SQLAlchemy's "insertmanyvalues"), one transaction for the call.
-    """
-    if not rows:
-        return []
-    with write(engine, eager=True) as conn:  # a producer's batch: see store.engine.write
-        return insert_rows(conn, job_id, rows)
-
-
-def insert_rows(conn: Connection, job_id: int, rows: Sequence[NewItem]) -> list[int]:
-    """:func:`insert_items` inside the caller's transaction (:mod:`worker.store.reuse` links
-    reused rows in the same one, before any refiller can see them ``pending``).
-
-    PostgreSQL: the rows are ``COPY``-ed into a temporary table and moved by one ``INSERT ...
-    SELECT ... ON CONFLICT DO NOTHING RETURNING id`` (:func:`_copy_rows`); SQLite: one
-    multi-row statement per batch (SQLAlchemy's "insertmanyvalues")."""
-    if not rows:
-        return []
-    for row in rows:
-        if row.state not in ("pending", "rejected"):
-            raise ValueError(f"new items are 'pending' or 'rejected', not {row.state!r}")
-    if any(row.service is None for row in rows):
-        first = first_service(conn, job_id)
-        rows = [row if row.service is not None else replace(row, service=first) for row in rows]
-    moment = now()
-    if conn.dialect.name == "postgresql":
-        return _copy_rows(conn, job_id, rows, moment)
-    if conn.dialect.name == "sqlite":
-        return _sqlite_rows(conn, job_id, rows, moment)
-    raise ValueError(f"unsupported database {conn.dialect.name}")
-
-
-_FIELDS = tuple(f.name for f in fields(NewItem))
-_COPY_COLUMNS = (*_FIELDS, "job_id", "attempts", "created_at", "updated_at", "finished_at")
-_STAGING = "imgmod_new_items"
-# Built from this module's constants only (column names, the table's name): nothing from input.
-_COLUMN_LIST = ", ".join(_COPY_COLUMNS)
-_CREATE_STAGING = (
-    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} ON COMMIT DELETE ROWS AS "  # noqa: S608
-    f"SELECT {_COLUMN_LIST}, 0::bigint AS seq FROM items WITH NO DATA"
-)
-_COPY_IN = f"COPY {_STAGING} ({_COLUMN_LIST}, seq) FROM STDIN"
-_MOVE_IN = (
-    f"INSERT INTO items ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_STAGING} "  # noqa: S608
-    "ORDER BY seq ON CONFLICT (job_id, ref_key, service) DO NOTHING RETURNING id"
-)
-# COPY's text format: backslash, tab, newline and carriage return are escaped; NULL is \N.
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def copy_line(values: Sequence[object]) -> str:
-    """One row in PostgreSQL's COPY text format (pure): a tab-separated line, ``\\N`` for
-    NULL, datetimes in ISO 8601 with their offset, text escaped so any key survives."""
-    out = []
-    for value in values:
-        if value is None:
-            out.append("\\N")
-        elif isinstance(value, str):
-            out.append(value.translate(_COPY_ESCAPES))
-        elif isinstance(value, datetime):
-            out.append(value.isoformat())
-        else:
-            out.append(str(value))
-    return "\t".join(out) + "\n"
-
-
-_SQLITE_ROWS = 500  # rows per statement: 500 x 27 values stay under SQLite's 32,766 parameters
-_SQLITE_COLUMNS = ", ".join(_COPY_COLUMNS)
-_SQLITE_ROW = "(" + ", ".join("?" * len(_COPY_COLUMNS)) + ")"
-
-
-def _sqlite_rows(
-    conn: Connection, job_id: int, rows: Sequence[NewItem], moment: datetime
-) -> list[int]:
-    """Why not SQLAlchemy's insertmanyvalues here: it runs every value of every row through
-    its bind processors (four datetimes a row) and compiles per batch, half the insert's
-    CPU. The rows' timestamps are one moment, converted once by the column's own processor
-    (the stored text is the same); ``last_modified`` per row by the same processor."""
-    process = _time_processor(conn)
-    stamp = process(moment)
-    index_raw, index_modified = _FIELDS.index("raw_input"), _FIELDS.index("last_modified")
-    params: list[tuple[object, ...]] = []
-    for row in rows:
-        values = [getattr(row, name) for name in _FIELDS]
-        if row.raw_input is not None:
-            values[index_raw] = row.raw_input[:RAW_INPUT_LIMIT]
-        if row.last_modified is not None:
-            values[index_modified] = process(row.last_modified)
-        finished = stamp if row.state == "rejected" else None
-        params.append((*values, job_id, 0, stamp, stamp, finished))
-    ids: list[int] = []
-    for start in range(0, len(params), _SQLITE_ROWS):
-        chunk = params[start : start + _SQLITE_ROWS]
-        statement = (
-            f"INSERT INTO items ({_SQLITE_COLUMNS}) VALUES "  # noqa: S608 - constants only
-            + ", ".join([_SQLITE_ROW] * len(chunk))
-            + " ON CONFLICT (job_id, ref_key, service) DO NOTHING RETURNING id"
-        )
-        flat = tuple(value for row in chunk for value in row)
-        ids.extend(int(r[0]) for r in conn.exec_driver_sql(statement, flat))
-    return ids
-
-
-def _time_processor(conn: Connection) -> Callable[[datetime], object]:
-    """How the ``UTCDateTime`` columns store a moment here (their own bind processor)."""
-    dialect = conn.dialect
-    process = items.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
-    if process is None:
-        return lambda moment: moment
-    return lambda moment: process(moment)
-
-
-def _copy_rows(
-    conn: Connection, job_id: int, rows: Sequence[NewItem], moment: datetime
-) -> list[int]:
-    """Why COPY: a multi-row ``INSERT ... VALUES`` costs the client SQLAlchemy's per-value
-    bind processing and the server a parse of every literal; COPY streams plain text that the
-    server reads at memory speed (``imgmod enqueue`` on PostgreSQL: 35 µs of CPU per reference,
-    bench/RESULTS.md). The temporary table lives as long as the pooled connection and empties
-    at each commit (``CREATE ... IF NOT EXISTS`` is a no-op after the first batch);
-    ``ON CONFLICT DO NOTHING`` keeps "a row already in the job is skipped" exactly as the plain
-    insert does, and ids come back in input order (``ORDER BY seq``)."""
-    conn.exec_driver_sql(_CREATE_STAGING)
-    buffer = io.StringIO()
-    for seq, row in enumerate(rows):
-        values = [getattr(row, name) for name in _FIELDS]
-        if row.raw_input is not None:
-            values[_FIELDS.index("raw_input")] = row.raw_input[:RAW_INPUT_LIMIT]
-        finished = moment if row.state == "rejected" else None
-        buffer.write(copy_line([*values, job_id, 0, moment, moment, finished, seq]))
-    buffer.seek(0)
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.copy_expert(_COPY_IN, buffer)
-        cursor.execute(_MOVE_IN)
-        ids = [int(r[0]) for r in cursor.fetchall()]
-        cursor.execute(f"TRUNCATE {_STAGING}")  # a second call in this transaction starts empty
-    finally:
-        cursor.close()
-    return ids
 
 
 def mark_queued(engine: Engine, ids: Sequence[int]) -> None:

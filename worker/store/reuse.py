@@ -35,7 +35,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from worker.store.engine import write
-from worker.store.items import NewItem, insert_rows
+from worker.store.inserts import insert_rows
+from worker.store.items import NewItem
 from worker.store.schema import OPEN_STATES, items, jobs, result_labels, results
 from worker.store.sql import chunks, now
 
@@ -68,7 +69,7 @@ class Inserted:
 def insert_reusing(
     engine: Engine, job_id: int, rows: Sequence[NewItem], scope: ReuseScope | None
 ) -> Inserted:
-    """:func:`~worker.store.items.insert_items`, then link the new rows that can reuse a
+    """:func:`~worker.store.inserts.insert_items`, then link the new rows that can reuse a
     stored answer (unless ``scope.stored`` is off: ``--rescan``) or wait for a copy in flight
     (``scope`` None: no linking at all), in one transaction.
 

@@ -1,0 +1,76 @@
+"""Reading ahead: the next items of an iterator produced in a background thread (pure I/O glue).
+
+Why: a producer has two halves that wait on different things. Reading and validating input
+(or fetching an OSS listing page) is Python, holding the GIL; inserting a batch is mostly the
+database's own work (SQLite's B-trees and WAL writes in C with the GIL released, PostgreSQL's
+backend in another process). Run one after the other, they add up; with the next batch read
+while the current one is inserted, the slower half sets the pace (``imgmod enqueue`` on a
+million references, bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_DONE = object()  # the source ran out
+_PUT_POLL = 0.2  # seconds between checks that the consumer is still there
+
+
+def read_ahead(source: Iterable[T], *, depth: int = 1, name: str = "read-ahead") -> Iterator[T]:
+    """``source``'s items, in order, produced up to ``depth`` items ahead of the caller by a
+    daemon thread.
+
+    At most the item being used, ``depth`` queued and one being produced are held, so memory
+    stays bounded. An exception raised by ``source`` is raised here, after the items before
+    it were yielded (a bad file fails at the same point of the input as without the thread).
+    Closing the iterator (the caller stopped or failed) lets the thread end after at most the
+    item in progress; it never touches ``source`` again.
+    """
+    ahead: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def hand_over(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=_PUT_POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in source:
+                if not hand_over(item):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+            hand_over(_Failed(exc))
+            return
+        hand_over(_DONE)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            got = ahead.get()
+            if got is _DONE:
+                return
+            if isinstance(got, _Failed):
+                raise got.error
+            yield got  # type: ignore[misc]  # anything else is an item of source
+    finally:
+        stop.set()
+
+
+class _Failed:
+    """What ``source`` raised, carried across the queue (an exception could be an item)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error

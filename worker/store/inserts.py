@@ -1,0 +1,202 @@
+"""New rows into ``items``, a batch at a time: the producer's insert, per database.
+
+PostgreSQL takes a batch by ``COPY`` into a temporary table and one ``INSERT ... SELECT``;
+SQLite by multi-row ``INSERT ... VALUES`` statements. Both skip a row already in the job (same
+``ref_key`` and service) and return the ids inserted. Split from :mod:`worker.store.items`
+(the rows' life after the insert) because this is the enqueue's hot path: every line of an
+input passes through :func:`insert_rows` once, and its per-row cost is measured in
+bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from datetime import datetime
+from operator import attrgetter
+
+from sqlalchemy.engine import Connection, Engine
+
+from worker.store.engine import write
+from worker.store.items import RAW_INPUT_LIMIT, NewItem, first_service
+from worker.store.schema import items
+from worker.store.sql import now
+
+
+def insert_items(engine: Engine, job_id: int, rows: Sequence[NewItem]) -> list[int]:
+    """Insert ``rows``; those already in the job (same ``ref_key``) are skipped.
+
+    Returns the ids of the rows actually inserted, in no particular order. One multi-row
+    statement per batch (SQLAlchemy's "insertmanyvalues"), one transaction for the call.
+    """
+    if not rows:
+        return []
+    with write(engine, eager=True) as conn:  # a producer's batch: see store.engine.write
+        return insert_rows(conn, job_id, rows)
+
+
+def insert_rows(conn: Connection, job_id: int, rows: Sequence[NewItem]) -> list[int]:
+    """:func:`insert_items` inside the caller's transaction (:mod:`worker.store.reuse` links
+    reused rows in the same one, before any refiller can see them ``pending``).
+
+    PostgreSQL: the rows are ``COPY``-ed into a temporary table and moved by one ``INSERT ...
+    SELECT ... ON CONFLICT DO NOTHING RETURNING id`` (:func:`_copy_rows`); SQLite: one
+    multi-row statement per batch (SQLAlchemy's "insertmanyvalues")."""
+    if not rows:
+        return []
+    for row in rows:
+        if row.state not in ("pending", "rejected"):
+            raise ValueError(f"new items are 'pending' or 'rejected', not {row.state!r}")
+    # A row without a service is the job's first service's (filled in as the values are
+    # built: a dataclasses.replace per row was a tenth of the producer's CPU).
+    first = first_service(conn, job_id) if any(row.service is None for row in rows) else None
+    moment = now()
+    if conn.dialect.name == "postgresql":
+        return _copy_rows(conn, job_id, rows, moment, first)
+    if conn.dialect.name == "sqlite":
+        return _sqlite_rows(conn, job_id, rows, moment, first)
+    raise ValueError(f"unsupported database {conn.dialect.name}")
+
+
+_FIELDS = tuple(f.name for f in fields(NewItem))
+_COPY_COLUMNS = (*_FIELDS, "job_id", "attempts", "created_at", "updated_at", "finished_at")
+_values_of = attrgetter(*_FIELDS)  # a row's values in _FIELDS order, one C call
+_RAW_INPUT = _FIELDS.index("raw_input")
+_LAST_MODIFIED = _FIELDS.index("last_modified")
+_SERVICE = _FIELDS.index("service")
+
+
+def _row_values(row: NewItem, first: str | None) -> list[object]:
+    """A row's values in ``_FIELDS`` order, its raw input clipped and its service filled in."""
+    values = list(_values_of(row))
+    if row.raw_input is not None:
+        values[_RAW_INPUT] = row.raw_input[:RAW_INPUT_LIMIT]
+    if row.service is None:
+        values[_SERVICE] = first
+    return values
+
+
+_STAGING = "imgmod_new_items"
+# Built from this module's constants only (column names, the table's name): nothing from input.
+_COLUMN_LIST = ", ".join(_COPY_COLUMNS)
+_CREATE_STAGING = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} ON COMMIT DELETE ROWS AS "  # noqa: S608
+    f"SELECT {_COLUMN_LIST}, 0::bigint AS seq FROM items WITH NO DATA"
+)
+
+
+def _copy_in(columns: Sequence[str]) -> str:
+    return f"COPY {_STAGING} ({', '.join(columns)}, seq) FROM STDIN"
+
+
+def _move_in(columns: Sequence[str]) -> str:
+    """The batch from the staging table into ``items``: its own columns as copied, the
+    columns every row of the batch shares as parameters."""
+    own = ", ".join(columns)
+    return (
+        f"INSERT INTO items ({own}, job_id, attempts, created_at, updated_at, finished_at) "  # noqa: S608
+        f"SELECT {own}, %(job_id)s, 0, %(moment)s, %(moment)s, "
+        f"CASE WHEN state = 'rejected' THEN %(moment)s::timestamptz END FROM {_STAGING} "
+        "ORDER BY seq ON CONFLICT (job_id, ref_key, service) DO NOTHING RETURNING id"
+    )
+
+
+# COPY's text format: backslash, tab, newline and carriage return are escaped; NULL is \N.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_line(values: Sequence[object]) -> str:
+    """One row in PostgreSQL's COPY text format (pure): a tab-separated line, ``\\N`` for
+    NULL, datetimes in ISO 8601 with their offset, text escaped so any key survives."""
+    return "\t".join([_copy_text(value) for value in values]) + "\n"
+
+
+def _copy_text(value: object) -> str:
+    if value is None:
+        return "\\N"
+    if value.__class__ is str:
+        text: str = value
+        return text.translate(_COPY_ESCAPES) if _NEEDS_ESCAPE(text) else text
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]").search  # most text needs none: skip translate
+
+
+_SQLITE_ROWS = 500  # rows per statement: 500 x 27 values stay under SQLite's 32,766 parameters
+_SQLITE_COLUMNS = ", ".join(_COPY_COLUMNS)
+_SQLITE_ROW = "(" + ", ".join("?" * len(_COPY_COLUMNS)) + ")"
+
+
+def _sqlite_rows(
+    conn: Connection, job_id: int, rows: Sequence[NewItem], moment: datetime, first: str | None
+) -> list[int]:
+    """Why not SQLAlchemy's insertmanyvalues here: it runs every value of every row through
+    its bind processors (four datetimes a row) and compiles per batch, half the insert's
+    CPU. The rows' timestamps are one moment, converted once by the column's own processor
+    (the stored text is the same); ``last_modified`` per row by the same processor."""
+    process = _time_processor(conn)
+    stamp = process(moment)
+    params: list[tuple[object, ...]] = []
+    for row in rows:
+        values = _row_values(row, first)
+        if row.last_modified is not None:
+            values[_LAST_MODIFIED] = process(row.last_modified)
+        finished = stamp if row.state == "rejected" else None
+        params.append((*values, job_id, 0, stamp, stamp, finished))
+    ids: list[int] = []
+    for start in range(0, len(params), _SQLITE_ROWS):
+        chunk = params[start : start + _SQLITE_ROWS]
+        statement = (
+            f"INSERT INTO items ({_SQLITE_COLUMNS}) VALUES "  # noqa: S608 - constants only
+            + ", ".join([_SQLITE_ROW] * len(chunk))
+            + " ON CONFLICT (job_id, ref_key, service) DO NOTHING RETURNING id"
+        )
+        flat = tuple(value for row in chunk for value in row)
+        ids.extend(int(r[0]) for r in conn.exec_driver_sql(statement, flat))
+    return ids
+
+
+def _time_processor(conn: Connection) -> Callable[[datetime], object]:
+    """How the ``UTCDateTime`` columns store a moment here (their own bind processor)."""
+    dialect = conn.dialect
+    process = items.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
+    if process is None:
+        return lambda moment: moment
+    return lambda moment: process(moment)
+
+
+def _copy_rows(
+    conn: Connection, job_id: int, rows: Sequence[NewItem], moment: datetime, first: str | None
+) -> list[int]:
+    """Why COPY: a multi-row ``INSERT ... VALUES`` costs the client SQLAlchemy's per-value
+    bind processing and the server a parse of every literal; COPY streams plain text that the
+    server reads at memory speed. Only the columns some row of the batch has a value in are
+    copied (a URL batch: 8 of 21), and what every row shares (job, timestamps) is a parameter
+    of the move, not text per row: both halves of the copy then cost a third (``imgmod
+    enqueue`` on PostgreSQL, bench/RESULTS.md). The temporary table lives as long as the pooled
+    connection and empties at each commit (``CREATE ... IF NOT EXISTS`` is a no-op after the
+    first batch); ``ON CONFLICT DO NOTHING`` keeps "a row already in the job is skipped"
+    exactly as the plain insert does, and ids come back in input order (``ORDER BY seq``)."""
+    conn.exec_driver_sql(_CREATE_STAGING)
+    value_rows = [_row_values(row, first) for row in rows]
+    by_column = list(zip(*value_rows, strict=True))
+    keep = [i for i, column in enumerate(by_column) if column.count(None) != len(column)]
+    columns = [_FIELDS[i] for i in keep]
+    buffer = io.StringIO()
+    for values in zip(*[by_column[i] for i in keep], range(len(rows)), strict=True):
+        buffer.write(copy_line(values))
+    buffer.seek(0)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.copy_expert(_copy_in(columns), buffer)
+        cursor.execute(_move_in(columns), {"job_id": job_id, "moment": moment})
+        ids = [int(r[0]) for r in cursor.fetchall()]
+        cursor.execute(f"TRUNCATE {_STAGING}")  # a second call in this transaction starts empty
+    finally:
+        cursor.close()
+    return ids
