@@ -115,3 +115,20 @@ def test_a_commands_engine_writes_eagerly_and_a_workers_does_not(tmp_path, monke
             conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
         engine.dispose()
         assert seen == ([True] if eager else [])
+
+
+def test_a_commands_connection_gets_a_large_page_cache_and_rare_checkpoints(tmp_path) -> None:
+    """``imgmod enqueue``'s large batches need them (engine.COMMAND_PRAGMAS); a worker's
+    pooled connections keep SQLite's defaults and their memory."""
+    url = f"sqlite:///{tmp_path / 'pragmas.db'}"
+    seen = {}
+    for eager in (False, True):
+        engine = store.make_engine(url, eager_writes=eager)
+        with engine.connect() as conn:
+            seen[eager] = tuple(
+                conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+                for name in ("cache_size", "wal_autocheckpoint", "journal_size_limit")
+            )
+        engine.dispose()
+    assert seen[True] == (-65536, 20000, 67108864)
+    assert seen[False] == (-2000, 1000, -1)

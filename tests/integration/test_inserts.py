@@ -1,0 +1,159 @@
+"""The producer's batch insert (worker.store.inserts) on SQLite and PostgreSQL: every column of
+every kind of row stored as given, whatever else the batch holds.
+
+PostgreSQL copies only the columns some row of the batch has a value in, and passes what the
+batch shares (job, timestamps) as parameters; these tests hold that shortcut to what the rows
+say, column by column, including a value that only the last row of a batch has."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import fields
+from datetime import datetime, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from worker import store
+
+pytestmark = pytest.mark.service
+
+MODIFIED = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    store.upgrade(database_url)
+    engine = store.make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def _url(n: int, **extra: object) -> store.NewItem:
+    values: dict[str, object] = dict(
+        kind="url",
+        ref_key=f"https://example.com/{n}.jpg",
+        image_url=f"https://example.com/{n}.jpg",
+        oss_bucket=None,
+        oss_object=None,
+        oss_region=None,
+        data_id=None,
+        referer=None,
+        source="in.txt",
+        line=n,
+        state="pending",
+    )
+    values.update(extra)
+    return store.NewItem(**values)  # type: ignore[arg-type]
+
+
+def _mixed_batch() -> list[store.NewItem]:
+    listed = store.NewItem(
+        kind="oss",
+        ref_key="oss://bucket/a b/\u00e9t\u00e9.png",
+        image_url=None,
+        oss_bucket="bucket",
+        oss_object="a b/\u00e9t\u00e9.png",
+        oss_region="cn-shanghai",
+        data_id="d-2",
+        referer=None,
+        source="oss://bucket/a b/",
+        line=2,
+        state="pending",
+        etag='"0123456789ABCDEF0123456789ABCDEF"',
+        size=12345,
+        last_modified=MODIFIED,
+        identity="oss:" + "1" * 64,
+        content_key="md5:0123456789abcdef0123456789abcdef:12345",
+    )
+    local = store.NewItem(
+        kind="file",
+        ref_key="file:/srv/photos/x.png",
+        image_url=None,
+        oss_bucket=None,
+        oss_object=None,
+        oss_region=None,
+        data_id=None,
+        referer=None,
+        source="/srv/photos",
+        line=3,
+        state="pending",
+        local_path="/srv/photos/x.png",
+        sha256="a" * 64,
+        size=99,
+        identity="sha256:" + "a" * 64,
+        content_key="sha256:" + "a" * 64,
+    )
+    rejected = store.NewItem(
+        kind="invalid",
+        ref_key="rejected:in.txt:4",
+        image_url=None,
+        oss_bucket=None,
+        oss_object=None,
+        oss_region=None,
+        data_id=None,
+        referer=None,
+        source="in.txt",
+        line=4,
+        state="rejected",
+        last_error="line 4: imageUrl: a tab\there, a backslash \\ and\na newline",
+        raw_input="x\ty\\z\r\n" + "q" * 3000,
+    )
+    return [
+        _url(1, identity="url:" + "0" * 64),
+        listed,
+        local,
+        rejected,
+        _url(5, service="aigcDetector_global"),  # a service of its own; the others: the job's
+        _url(6, referer="https://ref.example.com/", data_id="only-the-last-row-has-these"),
+    ]
+
+
+def _stored(engine: sa.Engine, ids: list[int]) -> list[sa.Row]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(store.items).where(store.items.c.id.in_(ids)).order_by(store.items.c.id)
+            )
+        )
+
+
+def test_every_column_of_every_kind_of_row_is_stored_as_given(engine) -> None:
+    job = store.get_or_create_job(engine, "inserts", "baselineCheck_global", "")
+    rows = _mixed_batch()
+    ids = store.insert_items(engine, job.id, rows)
+    assert len(ids) == len(rows)
+    stored = _stored(engine, ids)
+    by_key = {row.ref_key: row for row in stored}
+    for given in rows:
+        row = by_key[given.ref_key]
+        for f in fields(store.NewItem):
+            expected = getattr(given, f.name)
+            if f.name == "service" and expected is None:
+                expected = "baselineCheck_global"
+            if f.name == "raw_input" and expected is not None:
+                expected = expected[: store.RAW_INPUT_LIMIT]
+            assert getattr(row, f.name) == expected, (given.ref_key, f.name)
+    for row in stored:
+        assert (row.job_id, row.attempts) == (job.id, 0)
+        assert row.created_at == row.updated_at
+        assert (row.finished_at is not None) == (row.state == "rejected")
+        assert row.lease_owner is None and row.queued_at is None
+
+
+def test_a_batch_of_plain_urls_leaves_every_other_column_empty(engine) -> None:
+    job = store.get_or_create_job(engine, "urls", "baselineCheck_global", "")
+    ids = store.insert_items(engine, job.id, [_url(n) for n in range(3)])
+    for row in _stored(engine, ids):
+        assert row.identity is None and row.etag is None and row.size is None
+        assert row.last_modified is None and row.finished_at is None
+        assert row.service == "baselineCheck_global" and row.source == "in.txt"
+
+
+def test_a_second_batch_in_the_same_job_skips_what_the_first_inserted(engine) -> None:
+    job = store.get_or_create_job(engine, "twice", "baselineCheck_global", "")
+    first = store.insert_items(engine, job.id, _mixed_batch())
+    again = store.insert_items(engine, job.id, [*_mixed_batch(), _url(7)])
+    assert len(first) == 6 and len(again) == 1
+    (row,) = _stored(engine, again)
+    assert row.ref_key == "https://example.com/7.jpg"

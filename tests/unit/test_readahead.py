@@ -1,0 +1,62 @@
+"""worker.readahead.read_ahead: items in order, a bounded distance ahead of the caller, a
+failure raised where it happened, and a closed iterator's thread gone."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from worker.processes import wait_until
+from worker.readahead import read_ahead
+
+
+def _counted(n: int, taken: list[int], lock: threading.Lock) -> Iterator[int]:
+    for i in range(n):
+        with lock:
+            taken.append(i)
+        yield i
+
+
+def test_items_come_in_order() -> None:
+    assert list(read_ahead(iter(range(1000)))) == list(range(1000))
+    assert list(read_ahead([])) == []
+
+
+def test_it_runs_at_most_depth_items_ahead_of_the_caller() -> None:
+    taken: list[int] = []
+    lock = threading.Lock()
+    it = read_ahead(_counted(100, taken, lock), depth=2)
+    assert next(it) == 0
+    # the item handed out, two queued, one made and waiting to be queued
+    wait_until(lambda: len(taken) == 4, 5, "the read-ahead to fill")
+    with lock:
+        assert len(taken) == 4
+    it.close()
+
+
+def test_a_failure_is_raised_after_the_items_before_it() -> None:
+    def failing() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise ValueError("line 3: imageUrl: not a URL")
+
+    it = read_ahead(failing())
+    assert next(it) == 1 and next(it) == 2
+    with pytest.raises(ValueError, match="line 3"):
+        next(it)
+
+
+def test_closing_the_iterator_ends_the_thread_and_reads_no_further() -> None:
+    taken: list[int] = []
+    lock = threading.Lock()
+    it = read_ahead(_counted(10_000, taken, lock), name="closing-test")
+    next(it)
+    it.close()
+    wait_until(
+        lambda: not any(t.name == "closing-test" for t in threading.enumerate()),
+        5,
+        "the read-ahead thread to end",
+    )
+    assert len(taken) <= 3
