@@ -25,10 +25,14 @@ from worker.store.sql import ID_BATCH, chunks, db_now, now
 RAW_INPUT_LIMIT = 2000  # characters of a rejected line kept for the report
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NewItem:
     """One input line for :func:`~worker.store.inserts.insert_items`: a reference
-    (``pending``) or a ``rejected`` line."""
+    (``pending``) or a ``rejected`` line.
+
+    Not frozen, though nothing changes one after it is made: a frozen dataclass's ``__init__``
+    sets each of these 21 fields through ``object.__setattr__`` (3.5 µs a row against 0.6 µs
+    here), and ``imgmod enqueue`` makes one per line of its input."""
 
     kind: str
     ref_key: str
