@@ -3,13 +3,14 @@ failure raised where it happened, and a closed iterator's thread gone."""
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 
 import pytest
 
 from worker.processes import wait_until
-from worker.readahead import read_ahead
+from worker.readahead import HANDOFF_S, read_ahead
 
 
 def _counted(n: int, taken: list[int], lock: threading.Lock) -> Iterator[int]:
@@ -60,3 +61,16 @@ def test_closing_the_iterator_ends_the_thread_and_reads_no_further() -> None:
         "the read-ahead thread to end",
     )
     assert len(taken) <= 3
+
+
+def test_the_switch_interval_is_lowered_while_a_read_ahead_runs_and_restored_after() -> None:
+    before = sys.getswitchinterval()
+    first = read_ahead(iter(range(10)))
+    next(first)
+    second = read_ahead(iter(range(10)))
+    next(second)
+    assert sys.getswitchinterval() == pytest.approx(HANDOFF_S)
+    first.close()
+    assert sys.getswitchinterval() == pytest.approx(HANDOFF_S)  # the second still runs
+    assert list(second) == list(range(1, 10))
+    assert sys.getswitchinterval() == pytest.approx(before)
