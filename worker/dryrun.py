@@ -2,8 +2,8 @@
 published or called.
 
 Every input is read, listed and validated by the same code a real enqueue runs (the producer's
-readers, :func:`worker.sources.oss_prefix.page_records` for OSS pages, :func:`worker.producer.
-to_new_item` and :func:`~worker.producer.with_keys` for each row's key and identity), and the
+readers, :func:`worker.sources.oss_prefix.page_records` for OSS pages, :func:`worker.new_rows.
+to_new_item` and :func:`~worker.new_rows.with_keys` for each row's key and identity), and the
 database is only *read* (:mod:`worker.store.estimates`): references the job already holds are
 duplicates, images with a stored answer in the job's reuse scope are reusable. What is left is
 the calls that would be billed, priced with the user's own prices (:mod:`worker.prices`) and
@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from sqlalchemy.engine import Engine
 
-from worker import producer
+from worker import new_rows, producer
 from worker.limits import QPS_MARGIN
 from worker.oss import Page, list_page
 from worker.prices import HOW_TO_PRICE, Prices
@@ -194,7 +194,7 @@ def estimate(
             if isinstance(record, Rejected):
                 estimate.rejected[f"{record.field}: {record.reason}"] += 1
                 continue
-            item = producer.with_keys(producer.to_new_item(record))
+            item = new_rows.with_keys(new_rows.to_new_item(record))
             digest = hashlib.blake2b(item.ref_key.encode(), digest_size=8).digest()
             if digest in seen:
                 estimate.duplicates += 1
@@ -286,7 +286,7 @@ def records_of(
     plain inputs through the producer's readers, OSS prefixes page by page (not saved)."""
     for paged, group in groupby(inputs, key=lambda path: kind_of(path).paged):
         if not paged:
-            yield from producer.batched(
+            yield from new_rows.batched(
                 producer._read_plain(list(group), defaults, stdin, folder_filters), BATCH
             )
             continue

@@ -12,23 +12,22 @@ rows ``pending`` and top the window up; none publishes ids of its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import chain, groupby, islice
+from itertools import chain, groupby
 from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
 from worker import store
-from worker.identity import keys_of
+from worker.new_rows import Batch, prepare_batches
 from worker.oss import MAX_KEYS, Page, list_page
 from worker.readahead import read_ahead
 from worker.sources import Accepted, Rejected, check_input, read_inputs
-from worker.sources.folder import LocalImage, folder_records
+from worker.sources.folder import folder_records
 from worker.sources.kinds import kind_of
 from worker.sources.oss_prefix import (
     Filters,
-    ListedObject,
     page_records,
     parse_prefix,
     prefetched,
@@ -66,91 +65,11 @@ class EnqueueSummary:
     rejected_samples: list[str] = field(default_factory=list)
 
 
-def to_new_item(record: Accepted | Rejected) -> store.NewItem:
-    if isinstance(record, Rejected):
-        return store.NewItem(
-            kind="invalid",
-            ref_key=store.rejected_ref_key(record.source, record.line, record.identity),
-            image_url=None,
-            oss_bucket=None,
-            oss_object=None,
-            oss_region=None,
-            data_id=None,
-            referer=None,
-            source=record.source,
-            line=record.line,
-            state="rejected",
-            last_error=f"line {record.line}: {record.field}: {record.reason}",
-            raw_input=record.raw[:2000],
-        )
-    ref = record.ref
-    etag = size = last_modified = None
-    if isinstance(record, ListedObject):  # what the OSS listing said of the object
-        etag, size, last_modified = record.etag, record.size, record.last_modified
-    elif isinstance(record, LocalImage):  # a local file's size at enqueue
-        size = record.size
-    keys = keys_of(
-        image_url=ref.image_url,
-        oss_bucket=ref.oss_bucket,
-        oss_object=ref.oss_object,
-        etag=etag,
-        size=size,
-        sha256=ref.sha256,
-    )
-    # Built once, keys included: a second pass through dataclasses.replace was a tenth of a
-    # listing's CPU.
-    return store.NewItem(
-        kind=ref.kind,
-        ref_key=ref.key,
-        image_url=ref.image_url,
-        oss_bucket=ref.oss_bucket,
-        oss_object=ref.oss_object,
-        oss_region=ref.oss_region,
-        data_id=ref.data_id,
-        referer=ref.referer,
-        source=record.source,
-        line=record.line,
-        state="pending",
-        local_path=ref.local_path,
-        sha256=ref.sha256,
-        etag=etag,
-        size=size,
-        last_modified=last_modified,
-        identity=keys.identity,
-        content_key=keys.content_key,
-    )
-
-
-def with_keys(item: store.NewItem) -> store.NewItem:
-    """``item`` with its image's identity and content key (:mod:`worker.identity`), which the
-    store looks up to reuse an earlier answer, and keeps for later jobs to find.
-    (:func:`to_new_item` already sets them; this is for rows built by hand.)"""
-    if item.identity is not None or item.content_key is not None:
-        return item
-    keys = keys_of(
-        image_url=item.image_url,
-        oss_bucket=item.oss_bucket,
-        oss_object=item.oss_object,
-        etag=item.etag,
-        size=item.size,
-        sha256=item.sha256,
-    )
-    if keys.identity is None and keys.content_key is None:
-        return item
-    return replace(item, identity=keys.identity, content_key=keys.content_key)
-
-
 def reuse_scope(job: store.Job, *, rescan: bool, reuse_urls: bool) -> store.ReuseScope:
     """Which stored answers a job's new rows may take: none with ``--rescan`` (call for every
     image, e.g. after the vendor updated its models; copies in flight still wait for one
     call); URL rows only with ``--reuse-urls``."""
     return store.ReuseScope(job.services[0], job.info_type, urls=reuse_urls, stored=not rescan)
-
-
-def batched(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    it = iter(records)
-    while chunk := list(islice(it, size)):
-        yield chunk
 
 
 TopUp = Callable[[], int]  # publish what fits in the window; returns how many were published
@@ -177,12 +96,15 @@ def enqueue_records(
     """
     summary = EnqueueSummary() if summary is None else summary
     # The next batch is read, validated and turned into rows while this one is inserted.
-    for chunk, good, good_rows, bad, bad_rows in read_ahead(
-        _prepared(records, batch_size), depth=1, name="enqueue-read-ahead"
+    # On PostgreSQL the rows are also written out as COPY text there, once per service.
+    copy_services = job.services if engine.dialect.name == "postgresql" else ()
+    for batch in read_ahead(
+        prepare_batches(records, batch_size, copy_services), depth=1, name="enqueue-read-ahead"
     ):
-        good_ids, reused = _insert_per_service(engine, job, good_rows, reuse)
+        chunk, good, bad = batch.records, batch.accepted, batch.rejected
+        good_ids, reused = _insert_per_service(engine, job, batch, reuse)
         summary.reused += reused
-        new_rejected = len(store.insert_items(engine, job.id, bad_rows))
+        new_rejected = len(store.insert_items(engine, job.id, batch.rejected_rows))
         summary.lines += len(chunk)
         summary.accepted += len(good_ids)
         summary.duplicates += len(good) - len(good_ids)
@@ -203,21 +125,8 @@ def enqueue_records(
     return summary
 
 
-Rows = list[store.NewItem]
-Prepared = tuple[list[Accepted | Rejected], list[Accepted], Rows, list[Rejected], Rows]
-
-
-def _prepared(records: Iterable[Accepted | Rejected], size: int) -> Iterator[Prepared]:
-    """Each batch of ``records`` with its accepted and rejected records and their rows: the
-    Python half of a batch, run ahead of the inserts by :func:`enqueue_records`."""
-    for chunk in batched(records, size):
-        good = [r for r in chunk if isinstance(r, Accepted)]
-        bad = [r for r in chunk if isinstance(r, Rejected)]
-        yield chunk, good, [to_new_item(r) for r in good], bad, [to_new_item(r) for r in bad]
-
-
 def _insert_per_service(
-    engine: Engine, job: store.Job, rows: list[store.NewItem], reuse: store.ReuseScope | None
+    engine: Engine, job: store.Job, batch: Batch, reuse: store.ReuseScope | None
 ) -> tuple[list[int], int]:
     """Insert ``rows`` once per service of the job (one row per reference and service, each
     linked to stored answers of its own service); returns the ids inserted under the first
@@ -225,10 +134,13 @@ def _insert_per_service(
     services of a job never change) and the (reference, service) rows that reused an answer."""
     ids: list[int] | None = None
     reused = 0
+    rows = batch.accepted_rows
     for service in job.services:
-        mine = rows if len(job.services) == 1 else [replace(r, service=service) for r in rows]
+        copy = batch.copies.get(service)  # the rows as COPY text, this service filled in
+        several = len(job.services) > 1 and copy is None
+        mine = [replace(r, service=service) for r in rows] if several else rows
         scope = None if reuse is None else replace(reuse, service=service)
-        inserted = store.insert_reusing(engine, job.id, mine, scope)
+        inserted = store.insert_reusing(engine, job.id, mine, scope, copy)
         reused += inserted.reused
         ids = inserted.ids if ids is None else ids
     return ids or [], reused

@@ -50,6 +50,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "worker.sources",
             "worker.queue",
             "worker.window",
+            "worker.new_rows",  # input records as rows and COPY text, a batch at a time
             "worker.producer",
             "worker.requeue",  # lost or failed rows back to pending, then a top-up
             "worker.oss",  # the OSS SDK client and one listing page

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from itertools import chain
 from operator import attrgetter
@@ -38,27 +38,36 @@ def insert_items(engine: Engine, job_id: int, rows: Sequence[NewItem]) -> list[i
         return insert_rows(conn, job_id, rows)
 
 
-def insert_rows(conn: Connection, job_id: int, rows: Sequence[NewItem]) -> list[int]:
+def insert_rows(
+    conn: Connection, job_id: int, rows: Sequence[NewItem], copy: CopyText | None = None
+) -> list[int]:
     """:func:`insert_items` inside the caller's transaction (:mod:`worker.store.reuse` links
     reused rows in the same one, before any refiller can see them ``pending``).
 
     PostgreSQL: the rows are ``COPY``-ed into a temporary table and moved by one ``INSERT ...
-    SELECT ... ON CONFLICT DO NOTHING RETURNING id`` (:func:`_copy_rows`); SQLite: one
-    multi-row statement per batch (SQLAlchemy's "insertmanyvalues")."""
+    SELECT ... ON CONFLICT DO NOTHING RETURNING id`` (:func:`_copy_rows`); ``copy``, when
+    given, is those rows' text already made (:func:`copy_text`, by a producer's read-ahead
+    thread; its service wins over the rows'). SQLite: multi-row ``INSERT ... VALUES``."""
     if not rows:
         return []
     for row in rows:
         if row.state not in ("pending", "rejected"):
             raise ValueError(f"new items are 'pending' or 'rejected', not {row.state!r}")
-    # A row without a service is the job's first service's (filled in as the values are
-    # built: a dataclasses.replace per row was a tenth of the producer's CPU).
-    first = first_service(conn, job_id) if any(row.service is None for row in rows) else None
     moment = now()
     if conn.dialect.name == "postgresql":
-        return _copy_rows(conn, job_id, rows, moment, first)
+        if copy is None:
+            copy = copy_text(rows, _first_if_needed(conn, job_id, rows))
+        return _copy_rows(conn, job_id, copy, moment)
+    first = _first_if_needed(conn, job_id, rows)
     if conn.dialect.name == "sqlite":
         return _sqlite_rows(conn, job_id, rows, moment, first)
     raise ValueError(f"unsupported database {conn.dialect.name}")
+
+
+def _first_if_needed(conn: Connection, job_id: int, rows: Sequence[NewItem]) -> str | None:
+    """A row without a service is the job's first service's (filled in as the values are
+    built: a dataclasses.replace per row was a tenth of the producer's CPU)."""
+    return first_service(conn, job_id) if any(row.service is None for row in rows) else None
 
 
 _FIELDS = tuple(f.name for f in fields(NewItem))
@@ -176,34 +185,47 @@ def _time_processor(conn: Connection) -> Callable[[datetime], object]:
     return lambda moment: process(moment)
 
 
-def _copy_rows(
-    conn: Connection, job_id: int, rows: Sequence[NewItem], moment: datetime, first: str | None
-) -> list[int]:
-    """Why COPY: a multi-row ``INSERT ... VALUES`` costs the client SQLAlchemy's per-value
-    bind processing and the server a parse of every literal; COPY streams plain text that the
-    server reads at memory speed. Only the columns some row of the batch has a value in are
-    copied (a URL batch: 8 of 21), and what every row shares (job, timestamps) is a parameter
-    of the move, not text per row: both halves of the copy then cost a third (``imgmod
-    enqueue`` on PostgreSQL, bench/RESULTS.md). The temporary table lives as long as the pooled
-    connection and empties at each commit (``CREATE ... IF NOT EXISTS`` is a no-op after the
-    first batch); ``ON CONFLICT DO NOTHING`` keeps "a row already in the job is skipped"
-    exactly as the plain insert does, and ids come back in input order (``ORDER BY seq``)."""
-    conn.exec_driver_sql(_CREATE_STAGING)
-    value_rows = [_row_values(row, first) for row in rows]
+@dataclass(frozen=True)
+class CopyText:
+    """New rows in COPY's text format: the columns some row has a value in, and a line per
+    row (those values, then the row's position in the batch)."""
+
+    columns: tuple[str, ...]
+    text: str
+
+
+def copy_text(rows: Sequence[NewItem], service: str | None) -> CopyText:
+    """``rows`` as :func:`_copy_rows` sends them (pure), a row without a service under
+    ``service``. Only the columns some row of the batch has a value in are written (a URL
+    batch: 8 of 21); what every row shares (job, timestamps) is a parameter of the move."""
+    value_rows = [_row_values(row, service) for row in rows]
     by_column = list(zip(*value_rows, strict=True))
     keep = [i for i, column in enumerate(by_column) if column.count(None) != len(column)]
-    columns = [_FIELDS[i] for i in keep]
-    buffer = io.StringIO()
-    for values in zip(*[by_column[i] for i in keep], range(len(rows)), strict=True):
-        buffer.write(copy_line(values))
-    size = buffer.tell()
-    buffer.seek(0)
+    lines = [
+        copy_line(values)
+        for values in zip(*[by_column[i] for i in keep], range(len(rows)), strict=True)
+    ]
+    return CopyText(tuple(_FIELDS[i] for i in keep), "".join(lines))
+
+
+def _copy_rows(conn: Connection, job_id: int, copy: CopyText, moment: datetime) -> list[int]:
+    """Why COPY: a multi-row ``INSERT ... VALUES`` costs the client SQLAlchemy's per-value
+    bind processing and the server a parse of every literal; COPY streams plain text that the
+    server reads at memory speed, and a text of only the batch's non-empty columns costs both
+    halves a third of the whole row's (``imgmod enqueue`` on PostgreSQL, bench/RESULTS.md).
+    The temporary table lives as long as the pooled connection and empties at each commit
+    (``CREATE ... IF NOT EXISTS`` is a no-op after the first batch); ``ON CONFLICT DO
+    NOTHING`` keeps "a row already in the job is skipped" exactly as the plain insert does,
+    and ids come back in input order (``ORDER BY seq``)."""
+    conn.exec_driver_sql(_CREATE_STAGING)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        # One read of the whole batch: psycopg2 reads 8 KiB at a time by default, and each
-        # read needs the GIL back from the thread reading the next batch (up to 5 ms a read).
-        cursor.copy_expert(_copy_in(columns), buffer, size=max(1, size))
-        cursor.execute(_move_in(columns), {"job_id": job_id, "moment": moment})
+        # One read of the whole text: psycopg2 reads 8 KiB at a time by default, and each read
+        # needs the GIL back from the thread reading the next batch.
+        cursor.copy_expert(
+            _copy_in(copy.columns), io.StringIO(copy.text), size=max(1, len(copy.text))
+        )
+        cursor.execute(_move_in(copy.columns), {"job_id": job_id, "moment": moment})
         ids = [int(r[0]) for r in cursor.fetchall()]
         cursor.execute(f"TRUNCATE {_STAGING}")  # a second call in this transaction starts empty
     finally:
