@@ -3,7 +3,8 @@
 A batch is made in the producer's read-ahead thread (:func:`worker.readahead.read_ahead`)
 while the batch before it is inserted, so everything here is Python work taken off the
 inserting thread: each record's row (its image's identity and content key included) and, on
-PostgreSQL, the batch's COPY text, once per service of the job.
+the batch written out for the database's insert (COPY text, SQLite's parameters), once per
+service of the job.
 """
 
 from __future__ import annotations
@@ -111,18 +112,18 @@ class Batch:
     accepted_rows: list[store.NewItem]
     rejected: list[Rejected]
     rejected_rows: list[store.NewItem]
-    # The accepted rows as COPY text, per service (the service filled in): PostgreSQL only.
-    copies: dict[str, store.CopyText]
+    # The accepted rows written out for the database, per service (the service filled in).
+    encoded: dict[str, store.Encoded]
 
 
 def prepare_batches(
-    records: Iterable[Accepted | Rejected], size: int, copy_services: Sequence[str] = ()
+    records: Iterable[Accepted | Rejected], size: int, dialect: str, services: Sequence[str]
 ) -> Iterator[Batch]:
-    """``records`` in batches of ``size``, each with its rows, and their COPY text for each
-    of ``copy_services`` (empty: SQLite, which binds the rows' values directly)."""
+    """``records`` in batches of ``size``, each with its rows, and the accepted rows written
+    out for ``dialect`` once per service of ``services``."""
     for chunk in batched(records, size):
         good = [r for r in chunk if isinstance(r, Accepted)]
         bad = [r for r in chunk if isinstance(r, Rejected)]
-        good_rows = [to_new_item(r) for r in good]
-        copies = {s: store.copy_text(good_rows, s) for s in copy_services} if good_rows else {}
-        yield Batch(chunk, good, good_rows, bad, [to_new_item(r) for r in bad], copies)
+        rows = [to_new_item(r) for r in good]
+        encoded = {s: store.encode_rows(dialect, rows, s) for s in services} if rows else {}
+        yield Batch(chunk, good, rows, bad, [to_new_item(r) for r in bad], encoded)

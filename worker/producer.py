@@ -96,11 +96,9 @@ def enqueue_records(
     """
     summary = EnqueueSummary() if summary is None else summary
     # The next batch is read, validated and turned into rows while this one is inserted.
-    # On PostgreSQL the rows are also written out as COPY text there, once per service.
-    copy_services = job.services if engine.dialect.name == "postgresql" else ()
-    for batch in read_ahead(
-        prepare_batches(records, batch_size, copy_services), depth=1, name="enqueue-read-ahead"
-    ):
+    # There, the rows are also written out for the database's insert, once per service.
+    batches = prepare_batches(records, batch_size, engine.dialect.name, job.services)
+    for batch in read_ahead(batches, depth=1, name="enqueue-read-ahead"):
         chunk, good, bad = batch.records, batch.accepted, batch.rejected
         good_ids, reused = _insert_per_service(engine, job, batch, reuse)
         summary.reused += reused
@@ -136,11 +134,10 @@ def _insert_per_service(
     reused = 0
     rows = batch.accepted_rows
     for service in job.services:
-        copy = batch.copies.get(service)  # the rows as COPY text, this service filled in
-        several = len(job.services) > 1 and copy is None
-        mine = [replace(r, service=service) for r in rows] if several else rows
+        # The rows as written out for this service (its name filled in) are what is inserted.
+        encoded = batch.encoded.get(service)
         scope = None if reuse is None else replace(reuse, service=service)
-        inserted = store.insert_reusing(engine, job.id, mine, scope, copy)
+        inserted = store.insert_reusing(engine, job.id, rows, scope, encoded)
         reused += inserted.reused
         ids = inserted.ids if ids is None else ids
     return ids or [], reused

@@ -58,7 +58,7 @@ from worker.store.events import (
     item_history,
     job_events,
 )
-from worker.store.inserts import CopyText, copy_text, insert_items
+from worker.store.inserts import Encoded, encode_rows, insert_items
 from worker.store.items import (
     RAW_INPUT_LIMIT,
     NewItem,
@@ -161,8 +161,8 @@ __all__ = [
     "Job",
     "Listing",
     "NewItem",
-    "CopyText",
-    "copy_text",
+    "Encoded",
+    "encode_rows",
     "ReuseScope",
     "SchemaError",
     "Settled",

@@ -10,6 +10,7 @@ bench/RESULTS.md.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from datetime import datetime
 from itertools import chain
 from operator import attrgetter
 
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 
 from worker.store.engine import write
@@ -39,29 +41,28 @@ def insert_items(engine: Engine, job_id: int, rows: Sequence[NewItem]) -> list[i
 
 
 def insert_rows(
-    conn: Connection, job_id: int, rows: Sequence[NewItem], copy: CopyText | None = None
+    conn: Connection, job_id: int, rows: Sequence[NewItem], encoded: Encoded | None = None
 ) -> list[int]:
     """:func:`insert_items` inside the caller's transaction (:mod:`worker.store.reuse` links
     reused rows in the same one, before any refiller can see them ``pending``).
 
     PostgreSQL: the rows are ``COPY``-ed into a temporary table and moved by one ``INSERT ...
-    SELECT ... ON CONFLICT DO NOTHING RETURNING id`` (:func:`_copy_rows`); ``copy``, when
-    given, is those rows' text already made (:func:`copy_text`, by a producer's read-ahead
-    thread; its service wins over the rows'). SQLite: multi-row ``INSERT ... VALUES``."""
+    SELECT ... ON CONFLICT DO NOTHING RETURNING id`` (:func:`_copy_rows`); SQLite: multi-row
+    ``INSERT ... VALUES`` (:func:`_sqlite_rows`). ``encoded``, when given, is the rows already
+    written out for this database (:func:`encode_rows`, by a producer's read-ahead thread; its
+    service wins over the rows')."""
     if not rows:
         return []
     for row in rows:
         if row.state not in ("pending", "rejected"):
             raise ValueError(f"new items are 'pending' or 'rejected', not {row.state!r}")
-    moment = now()
-    if conn.dialect.name == "postgresql":
-        if copy is None:
-            copy = copy_text(rows, _first_if_needed(conn, job_id, rows))
-        return _copy_rows(conn, job_id, copy, moment)
-    first = _first_if_needed(conn, job_id, rows)
-    if conn.dialect.name == "sqlite":
-        return _sqlite_rows(conn, job_id, rows, moment, first)
-    raise ValueError(f"unsupported database {conn.dialect.name}")
+    if encoded is None:
+        encoded = encode_rows(conn.dialect.name, rows, _first_if_needed(conn, job_id, rows))
+    if isinstance(encoded, CopyText) and conn.dialect.name == "postgresql":
+        return _copy_rows(conn, job_id, encoded, now())
+    if isinstance(encoded, SqliteValues) and conn.dialect.name == "sqlite":
+        return _sqlite_rows(conn, job_id, encoded, now())
+    raise ValueError(f"rows encoded as {type(encoded).__name__} for {conn.dialect.name}")
 
 
 def _first_if_needed(conn: Connection, job_id: int, rows: Sequence[NewItem]) -> str | None:
@@ -137,52 +138,87 @@ def _copy_text(value: object) -> str:
 _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]").search  # most text needs none: skip translate
 
 
-_SQLITE_ROWS = 500  # rows per statement: 500 x 27 values stay under SQLite's 32,766 parameters
+# Rows per statement: 1,000 x 21 values and the 2 shared ones stay under SQLite's 32,766
+# parameters. The statement's text is the same for every full chunk, so the sqlite3 module's
+# statement cache parses it once.
+_SQLITE_ROWS = 1000
 _SQLITE_COLUMNS = ", ".join(_COPY_COLUMNS)
-_SQLITE_ROW = "(" + ", ".join("?" * len(_COPY_COLUMNS)) + ")"
+_STATE = _FIELDS.index("state")
+
+
+@dataclass(frozen=True)
+class SqliteValues:
+    """New rows as the parameters of :func:`_sqlite_rows`' statements: per statement, the
+    values of up to ``_SQLITE_ROWS`` rows in ``_FIELDS`` order, flat."""
+
+    chunks: tuple[tuple[object, ...], ...]
+
+
+def sqlite_values(rows: Sequence[NewItem], service: str | None) -> SqliteValues:
+    """``rows`` as SQLite binds them (pure), a row without a service under ``service``;
+    ``last_modified`` by the column's own processor (the stored text is the same)."""
+    flat: list[list[object]] = []
+    for row in rows:
+        values = _row_values(row, service)
+        if row.last_modified is not None:
+            values[_LAST_MODIFIED] = _SQLITE_TIME(row.last_modified)
+        flat.append(values)
+    return SqliteValues(
+        tuple(
+            tuple(chain.from_iterable(flat[start : start + _SQLITE_ROWS]))
+            for start in range(0, len(flat), _SQLITE_ROWS)
+        )
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _sqlite_statement(rows: int) -> str:
+    """The insert of ``rows`` rows: ``?1`` is the job, ``?2`` the moment (created, updated,
+    and finished for a rejected row); each row's own values are numbered after them."""
+    width = len(_FIELDS)
+    tuples = []
+    for row in range(rows):
+        base = 3 + row * width
+        own = ", ".join(f"?{base + i}" for i in range(width))
+        state = f"?{base + _STATE}"
+        tuples.append(f"({own}, ?1, 0, ?2, ?2, CASE {state} WHEN 'rejected' THEN ?2 END)")
+    return (
+        f"INSERT INTO items ({_SQLITE_COLUMNS}) VALUES "  # noqa: S608 - constants only
+        + ", ".join(tuples)
+        + " ON CONFLICT (job_id, ref_key, service) DO NOTHING RETURNING id"
+    )
 
 
 def _sqlite_rows(
-    conn: Connection, job_id: int, rows: Sequence[NewItem], moment: datetime, first: str | None
+    conn: Connection, job_id: int, values: SqliteValues, moment: datetime
 ) -> list[int]:
     """Why not SQLAlchemy's insertmanyvalues here: it runs every value of every row through
     its bind processors (four datetimes a row) and compiles per batch, half the insert's
     CPU. The rows' timestamps are one moment, converted once by the column's own processor
-    (the stored text is the same); ``last_modified`` per row by the same processor."""
-    process = _time_processor(conn)
-    stamp = process(moment)
-    params: list[tuple[object, ...]] = []
-    for row in rows:
-        values = _row_values(row, first)
-        if row.last_modified is not None:
-            values[_LAST_MODIFIED] = process(row.last_modified)
-        finished = stamp if row.state == "rejected" else None
-        params.append((*values, job_id, 0, stamp, stamp, finished))
+    and bound once per statement."""
+    shared = (job_id, _SQLITE_TIME(moment))
+    width = len(_FIELDS)
     ids: list[int] = []
     # The DB-API cursor itself: SQLAlchemy's result would make a Row per returned id.
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        for start in range(0, len(params), _SQLITE_ROWS):
-            chunk = params[start : start + _SQLITE_ROWS]
-            statement = (
-                f"INSERT INTO items ({_SQLITE_COLUMNS}) VALUES "  # noqa: S608 - constants only
-                + ", ".join([_SQLITE_ROW] * len(chunk))
-                + " ON CONFLICT (job_id, ref_key, service) DO NOTHING RETURNING id"
-            )
-            cursor.execute(statement, tuple(chain.from_iterable(chunk)))
+        for chunk in values.chunks:
+            cursor.execute(_sqlite_statement(len(chunk) // width), shared + chunk)
             ids.extend([r[0] for r in cursor.fetchall()])
     finally:
         cursor.close()
     return ids
 
 
-def _time_processor(conn: Connection) -> Callable[[datetime], object]:
-    """How the ``UTCDateTime`` columns store a moment here (their own bind processor)."""
-    dialect = conn.dialect
+def _sqlite_time_processor() -> Callable[[datetime], object]:
+    """How the ``UTCDateTime`` columns store a moment in SQLite (their own bind processor)."""
+    dialect = sqlite_dialect()
     process = items.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
-    if process is None:
-        return lambda moment: moment
-    return lambda moment: process(moment)
+    assert process is not None  # noqa: S101 - SQLAlchemy's SQLite DateTime always has one
+    return process
+
+
+_SQLITE_TIME = _sqlite_time_processor()
 
 
 @dataclass(frozen=True)
@@ -206,6 +242,19 @@ def copy_text(rows: Sequence[NewItem], service: str | None) -> CopyText:
         for values in zip(*[by_column[i] for i in keep], range(len(rows)), strict=True)
     ]
     return CopyText(tuple(_FIELDS[i] for i in keep), "".join(lines))
+
+
+Encoded = CopyText | SqliteValues
+
+
+def encode_rows(dialect: str, rows: Sequence[NewItem], service: str | None) -> Encoded:
+    """``rows`` written out for ``dialect``'s insert (pure), a row without a service under
+    ``service``: what a producer's read-ahead thread makes while the batch before is inserted."""
+    if dialect == "postgresql":
+        return copy_text(rows, service)
+    if dialect == "sqlite":
+        return sqlite_values(rows, service)
+    raise ValueError(f"unsupported database {dialect}")
 
 
 def _copy_rows(conn: Connection, job_id: int, copy: CopyText, moment: datetime) -> list[int]:

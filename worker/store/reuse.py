@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from worker.store.engine import write
-from worker.store.inserts import CopyText, insert_rows
+from worker.store.inserts import Encoded, insert_rows
 from worker.store.items import NewItem
 from worker.store.schema import OPEN_STATES, items, jobs, result_labels, results
 from worker.store.sql import chunks, now
@@ -71,12 +71,12 @@ def insert_reusing(
     job_id: int,
     rows: Sequence[NewItem],
     scope: ReuseScope | None,
-    copy: CopyText | None = None,
+    encoded: Encoded | None = None,
 ) -> Inserted:
     """:func:`~worker.store.inserts.insert_items`, then link the new rows that can reuse a
     stored answer (unless ``scope.stored`` is off: ``--rescan``) or wait for a copy in flight
-    (``scope`` None: no linking at all), in one transaction. ``copy``: the rows' COPY text,
-    made ahead (PostgreSQL, :func:`~worker.store.inserts.insert_rows`).
+    (``scope`` None: no linking at all), in one transaction. ``encoded``: the rows written out
+    for the database ahead of time (:func:`~worker.store.inserts.insert_rows`).
 
     The links cost a fixed handful of statements per batch; a batch none of whose images is
     known yet (a first listing of an archive, URL rows without ``--reuse-urls``) skips them
@@ -85,7 +85,7 @@ def insert_reusing(
         return Inserted([], 0)
     with write(engine, eager=True) as conn:  # a producer's batch: see store.engine.write
         linking = scope is not None and may_link(conn, rows, scope)
-        ids = insert_rows(conn, job_id, rows, copy)
+        ids = insert_rows(conn, job_id, rows, encoded)
         if not linking or scope is None:
             return Inserted(ids, 0)
         reused = link_reused(conn, ids, scope) if scope.stored else 0
