@@ -99,22 +99,22 @@ def enqueue_records(
     # There, the rows are also written out for the database's insert, once per service.
     batches = prepare_batches(records, batch_size, engine.dialect.name, job.services)
     for batch in read_ahead(batches, depth=1, name="enqueue-read-ahead"):
-        chunk, good, bad = batch.records, batch.accepted, batch.rejected
         good_ids, reused = _insert_per_service(engine, job, batch, reuse)
         summary.reused += reused
         new_rejected = len(store.insert_items(engine, job.id, batch.rejected_rows))
-        summary.lines += len(chunk)
+        duplicates = len(batch.rows) - len(good_ids)
+        summary.lines += batch.lines
         summary.accepted += len(good_ids)
-        summary.duplicates += len(good) - len(good_ids)
-        summary.rejected += len(bad)
-        for r in bad[: max(0, 5 - len(summary.rejected_samples))]:
+        summary.duplicates += duplicates
+        summary.rejected += len(batch.rejected)
+        for r in batch.rejected[: max(0, 5 - len(summary.rejected_samples))]:
             summary.rejected_samples.append(str(r))
         store.add_counts(
             engine,
             job.id,
-            total_lines=len(chunk),
+            total_lines=batch.lines,
             accepted=len(good_ids),
-            duplicates=len(good) - len(good_ids),
+            duplicates=duplicates,
             rejected=new_rejected,
         )
         summary.published += top_up()  # after the counts: a broker error loses none
@@ -132,7 +132,7 @@ def _insert_per_service(
     services of a job never change) and the (reference, service) rows that reused an answer."""
     ids: list[int] | None = None
     reused = 0
-    rows = batch.accepted_rows
+    rows = batch.rows
     for service in job.services:
         # The rows as written out for this service (its name filled in) are what is inserted.
         encoded = batch.encoded.get(service)
