@@ -207,3 +207,60 @@ def test_storable_returns_a_clean_container_as_it_is_and_copies_the_others():
     assert store.storable({"a": "\\u0000 is six characters"}) == {"a": "\\u0000 is six characters"}
     assert store.storable({"a\x00": [float("nan")]}) == {"a": ["NaN"]}
     assert store.storable([{"c": float("-inf")}], number=None) == [{"c": None}]
+
+
+def test_the_driver_sql_insert_stores_each_column_as_a_core_insert_does(engine):
+    """record_results writes its rows as driver SQL; byte for byte (as the database prints
+    them), they are what a Core INSERT of the same values stores: JSON text, a JSON null
+    for no Ext, the time's text on SQLite."""
+    job = store.get_or_create_job(engine, "j", SERVICE, "")
+    core_item, driver_item = new_items(engine, job, 2)
+    response = answer("response_risk_detected.json")  # no Ext
+    store.record_results(engine, [store.BilledAnswer(driver_item, job.id, SERVICE, response)])
+    r, lab = store.results, store.result_labels
+    with engine.begin() as conn:
+        row = conn.execute(sa.select(r).where(r.c.item_id == driver_item)).one()._asdict()
+        del row["id"]
+        result_id = conn.execute(
+            sa.insert(r).values({**row, "item_id": core_item}).returning(r.c.id)
+        ).scalar_one()
+        conn.execute(
+            sa.insert(lab),
+            [
+                {**x._asdict(), "item_id": core_item, "result_id": result_id}
+                for x in conn.execute(
+                    sa.select(*(c for c in lab.c if c.name != "id")).where(
+                        lab.c.item_id == driver_item
+                    )
+                )
+            ],
+        )
+    text = "::text" if engine.dialect.name == "postgresql" else ""
+    with engine.connect() as conn:
+        printed = [
+            conn.exec_driver_sql(
+                f"SELECT {', '.join(f'{c}{text}' for c in columns)} FROM {table} "  # noqa: S608
+                f"WHERE item_id = {item} ORDER BY id"
+            ).all()
+            for item in (core_item, driver_item)
+            for table, columns in (
+                (
+                    "results",
+                    [
+                        "job_id",
+                        "service",
+                        "request_id",
+                        "code",
+                        "msg",
+                        "data_id",
+                        "risk_level",
+                        "ext",
+                        "raw",
+                        "moderated_at",
+                    ],
+                ),
+                ("result_labels", ["job_id", "label", "confidence", "description", "risk_level"]),
+            )
+        ]
+    assert printed[:2] == printed[2:]
+    assert printed[0][0][7] in ("null", None)  # as stored today: JSON null (checked, not assumed)

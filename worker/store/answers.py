@@ -30,13 +30,12 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from worker.results import ModerationResponse
 from worker.store.engine import write
 from worker.store.schema import UTCDateTime, items, result_labels, results
-from worker.store.sql import clip, now
+from worker.store.sql import clip, insert_values, now
 
 KEY_PREFIX = "imgmod:answer:"
 # Long enough to outlive a weekend database outage followed by a worker crash; short enough
@@ -51,21 +50,13 @@ _NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 
 
 @functools.cache
-def _result_statements(dialect: str) -> tuple[Any, Any, Any, Any]:
-    """The four statements of :func:`record_results`, built once per database kind: building
-    a Core statement (coercion, cache key) costs more than running it on SQLite, and this is
-    the hot path. ``(jobs_of_items, insert_results, insert_labels, mark_done)``; the IN lists
-    are expanding parameters (``item_ids``, ``done_ids``)."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+def _result_statements() -> tuple[Any, Any]:
+    """The Core statements of :func:`record_results`, built once: building a Core statement
+    (coercion, cache key) costs more than running it on SQLite, and this is the hot path.
+    ``(jobs_of_items, mark_done)``; the IN lists are expanding parameters (``item_ids``,
+    ``done_ids``). The INSERTs are driver SQL (:func:`~worker.store.sql.insert_values`)."""
     jobs_of_items = sa.select(items.c.id, items.c.job_id).where(
         items.c.id.in_(sa.bindparam("item_ids", expanding=True))
-    )
-    # Run with a list of rows: one multi-row INSERT (SQLAlchemy's "insertmanyvalues"). The
-    # answer names each row it stored by its key, as the rows may come back in any order.
-    insert_results = (
-        insert(results)
-        .on_conflict_do_nothing(index_elements=["item_id", "service"])
-        .returning(results.c.id, results.c.item_id, results.c.service)
     )
     mark_done = (
         sa.update(items)
@@ -81,7 +72,34 @@ def _result_statements(dialect: str) -> tuple[Any, Any, Any, Any]:
             updated_at=sa.bindparam("moment", type_=UTCDateTime()),
         )
     )
-    return jobs_of_items, insert_results, sa.insert(result_labels), mark_done
+    return jobs_of_items, mark_done
+
+
+RESULT_COLUMNS = (
+    "item_id",
+    "job_id",
+    "service",
+    "request_id",
+    "code",
+    "msg",
+    "data_id",
+    "risk_level",
+    "ext",
+    "raw",
+    "moderated_at",
+)
+# The multi-row INSERT's answer names each row it stored by its key: the rows may come back
+# in any order, and an answer already stored (by anyone) comes back not at all.
+RESULT_STORED = "ON CONFLICT (item_id, service) DO NOTHING RETURNING id, item_id, service"
+LABEL_COLUMNS = (
+    "result_id",
+    "job_id",
+    "item_id",
+    "label",
+    "confidence",
+    "description",
+    "risk_level",
+)
 
 
 @dataclass(frozen=True)
@@ -137,7 +155,7 @@ def record_results(engine: Engine, answers: Sequence[BilledAnswer]) -> list[bool
 
 
 def _record(conn: Connection, answers: Sequence[BilledAnswer], moment: datetime) -> list[bool]:
-    jobs_of_items, insert_results, insert_labels, mark_done = _result_statements(conn.dialect.name)
+    jobs_of_items, mark_done = _result_statements()
     job_of = {a.item_id: a.job_id for a in answers if a.job_id is not None}
     unknown = sorted({a.item_id for a in answers} - job_of.keys())
     if unknown:
@@ -151,15 +169,20 @@ def _record(conn: Connection, answers: Sequence[BilledAnswer], moment: datetime)
     rows = {key: _result_row(a, job_of[a.item_id], moment) for key, a in sorted(first.items())}
     stored = {
         (item_id, service): result_id
-        for result_id, item_id, service in conn.execute(insert_results, list(rows.values()))
+        for result_id, item_id, service in insert_values(
+            conn,
+            results,
+            RESULT_COLUMNS,
+            [tuple(row[name] for name in RESULT_COLUMNS) for row in rows.values()],
+            RESULT_STORED,
+        )
     }
     labels = [
-        label
+        tuple(label[name] for name in LABEL_COLUMNS)
         for key, result_id in sorted(stored.items())
         for label in _label_rows(first[key], result_id, rows[key]["job_id"])
     ]
-    if labels:
-        conn.execute(insert_labels, labels)
+    insert_values(conn, result_labels, LABEL_COLUMNS, labels)
     done: dict[tuple[Any, Any], list[int]] = {}
     for key in sorted(stored):
         done.setdefault((rows[key]["code"], rows[key]["msg"]), []).append(key[0])
