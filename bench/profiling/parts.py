@@ -1,13 +1,16 @@
 """CPU of each step of the worker's hot path, alone, one thread, no GIL contention.
 
-    .venv/bin/python bench/profiling/parts.py [--n 2000] [--db sqlite|postgresql]
+    .venv/bin/python bench/profiling/parts.py [--n 2000] [--db sqlite|postgresql] [--ids 8]
+        [--sql-only]
 
 A fresh database, a private redis-server and the emulator (0 ms latency, cap lifted): claim a
 row (``store.claim_item``), store its answer (``store.record_result``, the vendor's sample
-answer with labels), park and clear it in Redis, record the message in hand and let it go, one
-limiter permit, and one signed API call (imgmod's client). Prints CPU microseconds per
-operation (this process's ``process_time``: the client's side only), so a change to one step
-is measured without a whole job's noise. The machine's CPU probe and load average come first.
+answer with labels), the same a message of ``--ids`` rows at a time as the task does
+(``store.claim_items``, ``store.record_results``; printed per image), park and clear it in
+Redis, record the message in hand and let it go, one limiter permit, and one signed API call
+(imgmod's client). Prints CPU microseconds per operation (this process's ``process_time``:
+the client's side only), so a change to one step is measured without a whole job's noise.
+The machine's CPU probe and load average come first.
 """
 
 from __future__ import annotations

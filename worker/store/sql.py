@@ -59,12 +59,21 @@ def clip(table: sa.Table, values: dict[str, Any]) -> dict[str, Any]:
     """Cut strings to their column's length: PostgreSQL refuses an over-long ``varchar``, and
     an odd value the service sent back (a long code, a request id) must never cost a billed
     answer its row. SQLite ignores lengths; this keeps both databases holding the same data."""
+    lengths = _lengths(table)
     for name, value in values.items():
         if isinstance(value, str):
-            length = getattr(table.c[name].type, "length", None)
+            length = lengths.get(name)
             if length is not None and len(value) > length:
                 values[name] = value[:length]
     return values
+
+
+@functools.cache
+def _lengths(table: sa.Table) -> dict[str, int]:
+    """The table's column lengths, looked up once (:func:`clip` runs on every answer and label
+    a worker stores, and a column look-up costs more than the test)."""
+    found = {column.name: getattr(column.type, "length", None) for column in table.c}
+    return {name: length for name, length in found.items() if length is not None}
 
 
 def insert_for(conn: Connection, table: sa.Table) -> Any:
