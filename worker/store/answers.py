@@ -1,8 +1,11 @@
 """Billed answers: stored once in SQL, and parked in Redis until they are.
 
-:func:`record_result` inserts into ``results`` with ``ON CONFLICT (item_id, service) DO
-NOTHING``: however many workers finish the same image, one results row is stored, and a billed
-answer is kept whoever holds the row's lease.
+:func:`record_results` inserts a message's answers into ``results`` with ``ON CONFLICT
+(item_id, service) DO NOTHING`` (:func:`record_result`: one answer): however many workers
+finish the same image, one results row is stored, and a billed answer is kept whoever holds
+the row's lease. A message's answers cost a few statements, not a few per answer: each
+statement is a round trip and SQLAlchemy's execution overhead, which on PostgreSQL was most of
+a worker's SQL CPU (bench/RESULTS.md, issue 12).
 
 Parked answers: every billed answer is kept in Redis from the moment it arrives until it is
 stored in SQL, so a worker that dies (or a database that is away) cannot cost a second call.
