@@ -7,9 +7,9 @@ not on locks held in Python:
 
 * :func:`~worker.store.leases.claim_items` is one ``UPDATE ... WHERE id IN (...) AND <claimable>
   RETURNING``: of two workers handed the same (redelivered) message, exactly one gets each row.
-* :func:`~worker.store.answers.record_result` inserts into ``results`` with ``ON CONFLICT
-  (item_id, service) DO NOTHING``: however many workers finish the same image, one results row
-  is stored.
+* :func:`~worker.store.answers.record_results` inserts a message's answers into ``results``
+  (one multi-row INSERT) with ``ON CONFLICT (item_id, service) DO NOTHING``: however many
+  workers finish the same image, one results row is stored.
 
 One module per job: :mod:`~worker.store.schema` (tables and states), :mod:`~worker.store.engine`
 (engines, transactions, outages), :mod:`~worker.store.migrate` (Alembic),

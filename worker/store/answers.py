@@ -1,8 +1,11 @@
 """Billed answers: stored once in SQL, and parked in Redis until they are.
 
-:func:`record_result` inserts into ``results`` with ``ON CONFLICT (item_id, service) DO
-NOTHING``: however many workers finish the same image, one results row is stored, and a billed
-answer is kept whoever holds the row's lease.
+:func:`record_results` inserts a message's answers into ``results`` with ``ON CONFLICT
+(item_id, service) DO NOTHING`` (:func:`record_result`: one answer): however many workers
+finish the same image, one results row is stored, and a billed answer is kept whoever holds
+the row's lease. A message's answers cost a few statements, not a few per answer: each
+statement is a round trip and SQLAlchemy's execution overhead, which on PostgreSQL was most of
+a worker's SQL CPU (bench/RESULTS.md, issue 12).
 
 Parked answers: every billed answer is kept in Redis from the moment it arrives until it is
 stored in SQL, so a worker that dies (or a database that is away) cannot cost a second call.
@@ -30,13 +33,12 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from worker.results import ModerationResponse
 from worker.store.engine import write
 from worker.store.schema import UTCDateTime, items, result_labels, results
-from worker.store.sql import clip, now
+from worker.store.sql import clip, insert_values, now
 
 KEY_PREFIX = "imgmod:answer:"
 # Long enough to outlive a weekend database outage followed by a worker crash; short enough
@@ -51,20 +53,17 @@ _NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 
 
 @functools.cache
-def _result_statements(dialect: str) -> tuple[Any, Any, Any, Any]:
-    """The four statements of :func:`record_result`, built once per database kind: building
-    a Core statement (coercion, cache key) costs more than running it on SQLite, and this is
-    the hot path. ``(job_of_item, insert_result, insert_labels, mark_done)``."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    job_of_item = sa.select(items.c.job_id).where(items.c.id == sa.bindparam("item_id"))
-    insert_result = (
-        insert(results)
-        .on_conflict_do_nothing(index_elements=["item_id", "service"])
-        .returning(results.c.id)
+def _result_statements() -> tuple[Any, Any]:
+    """The Core statements of :func:`record_results`, built once: building a Core statement
+    (coercion, cache key) costs more than running it on SQLite, and this is the hot path.
+    ``(jobs_of_items, mark_done)``; the IN lists are expanding parameters (``item_ids``,
+    ``done_ids``). The INSERTs are driver SQL (:func:`~worker.store.sql.insert_values`)."""
+    jobs_of_items = sa.select(items.c.id, items.c.job_id).where(
+        items.c.id.in_(sa.bindparam("item_ids", expanding=True))
     )
     mark_done = (
         sa.update(items)
-        .where(items.c.id == sa.bindparam("done_id"))
+        .where(items.c.id.in_(sa.bindparam("done_ids", expanding=True)))
         .values(
             state="done",
             last_code=sa.bindparam("done_code"),
@@ -76,7 +75,34 @@ def _result_statements(dialect: str) -> tuple[Any, Any, Any, Any]:
             updated_at=sa.bindparam("moment", type_=UTCDateTime()),
         )
     )
-    return job_of_item, insert_result, sa.insert(result_labels), mark_done
+    return jobs_of_items, mark_done
+
+
+RESULT_COLUMNS = (
+    "item_id",
+    "job_id",
+    "service",
+    "request_id",
+    "code",
+    "msg",
+    "data_id",
+    "risk_level",
+    "ext",
+    "raw",
+    "moderated_at",
+)
+# The multi-row INSERT's answer names each row it stored by its key: the rows may come back
+# in any order, and an answer already stored (by anyone) comes back not at all.
+RESULT_STORED = "ON CONFLICT (item_id, service) DO NOTHING RETURNING id, item_id, service"
+LABEL_COLUMNS = (
+    "result_id",
+    "job_id",
+    "item_id",
+    "label",
+    "confidence",
+    "description",
+    "risk_level",
+)
 
 
 @dataclass(frozen=True)
@@ -109,62 +135,110 @@ def record_result(
     raises ``LookupError`` either way, and nothing is stored.
     """
     del owner  # a billed answer is never thrown away, whoever holds the lease
-    with write(engine) as conn:
-        return _record(conn, BilledAnswer(item_id, job_id, service, response), now())
+    return record_results(engine, [BilledAnswer(item_id, job_id, service, response)])[0]
 
 
 def record_results(engine: Engine, answers: Sequence[BilledAnswer]) -> list[bool]:
     """:func:`record_result` of each answer, in one transaction (one commit, one write lock on
     SQLite, for a message's answers): all are stored, or none (the caller then stores them
-    one by one, to tell which one the database refuses)."""
+    one by one, to tell which one the database refuses). True for each answer stored, False
+    for one already stored (by anyone, or earlier in ``answers``: the first one counts).
+
+    A few statements per message, not per answer (each is a round trip and SQLAlchemy's
+    execution overhead, most of a worker's SQL CPU on PostgreSQL): one multi-row INSERT of the
+    results, one of all their labels, one UPDATE of the items per distinct (code, message),
+    and one look-up of the items whose job the caller did not give. Rows are written in
+    (item, service) order, so two transactions storing overlapping answers wait for each
+    other rather than deadlock."""
+    if not answers:
+        return []
     moment = now()
     with write(engine) as conn:
-        return [_record(conn, answer, moment) for answer in answers]
+        return _record(conn, answers, moment)
 
 
-def _record(conn: Connection, answer: BilledAnswer, moment: datetime) -> bool:
-    item_id, job_id, service, response = (
-        answer.item_id,
-        answer.job_id,
-        answer.service,
-        answer.response,
-    )
-    data = response.data
-    code = None if response.code is None else str(response.code)
-    job_of_item, insert_result, insert_labels, mark_done = _result_statements(conn.dialect.name)
-    if job_id is None:
-        job_id = conn.execute(job_of_item, {"item_id": item_id}).scalar()
-        if job_id is None:
-            raise LookupError(f"item {item_id} does not exist")
-    row = clip(
-        results,
-        storable(
-            {
-                "item_id": item_id,
-                "job_id": job_id,
-                "service": service,
-                "request_id": response.request_id,
-                "code": code,
-                "msg": response.msg,
-                "data_id": data.data_id if data else None,
-                "risk_level": data.risk_level if data else None,
-                "ext": dict(data.ext.raw) if data and data.ext is not None else None,
-                "raw": dict(response.raw),
-                "moderated_at": moment,
-            }
-        ),
-    )
-    result_id = conn.execute(insert_result, row).scalar()
-    if result_id is None:
-        return False
+def _record(conn: Connection, answers: Sequence[BilledAnswer], moment: datetime) -> list[bool]:
+    jobs_of_items, mark_done = _result_statements()
+    job_of = {a.item_id: a.job_id for a in answers if a.job_id is not None}
+    unknown = sorted({a.item_id for a in answers} - job_of.keys())
+    if unknown:
+        job_of.update((i, j) for i, j in conn.execute(jobs_of_items, {"item_ids": unknown}))
+        for item_id in unknown:
+            if item_id not in job_of:
+                raise LookupError(f"item {item_id} does not exist")
+    first: dict[tuple[int, str], BilledAnswer] = {}
+    for answer in answers:
+        first.setdefault((answer.item_id, answer.service), answer)
+    rows = {key: _result_row(a, job_of[a.item_id], moment) for key, a in sorted(first.items())}
+    stored = {
+        (item_id, service): result_id
+        for result_id, item_id, service in insert_values(
+            conn,
+            results,
+            RESULT_COLUMNS,
+            [tuple(row[name] for name in RESULT_COLUMNS) for row in rows.values()],
+            RESULT_STORED,
+        )
+    }
     labels = [
+        tuple(label[name] for name in LABEL_COLUMNS)
+        for key, result_id in sorted(stored.items())
+        for label in _label_rows(first[key], result_id, rows[key]["job_id"])
+    ]
+    insert_values(conn, result_labels, LABEL_COLUMNS, labels)
+    done: dict[tuple[Any, Any], list[int]] = {}
+    for key in sorted(stored):
+        done.setdefault((rows[key]["code"], rows[key]["msg"]), []).append(key[0])
+    for (code, msg), ids in done.items():
+        ids = sorted(set(ids))
+        params = {"done_ids": ids, "done_code": code, "done_msg": msg, "moment": moment}
+        if conn.execute(mark_done, params).rowcount != len(ids):
+            # an item went away (its job dropped): store nothing
+            raise LookupError(f"item {_missing(conn, jobs_of_items, ids)} does not exist")
+    kept = dict.fromkeys(stored, True)
+    return [kept.pop((a.item_id, a.service), False) for a in answers]
+
+
+def _missing(conn: Connection, jobs_of_items: Any, ids: list[int]) -> str:
+    """The first of ``ids`` with no row (for the error; off the hot path)."""
+    found = set(conn.execute(jobs_of_items, {"item_ids": ids}).scalars())
+    return next((str(i) for i in ids if i not in found), "?")
+
+
+def _result_row(answer: BilledAnswer, job_id: int, moment: datetime) -> dict[str, Any]:
+    """The ``results`` row of an answer, as stored: clipped and :func:`storable` (field by
+    field, so each JSON value can take :func:`storable`'s fast path)."""
+    response = answer.response
+    data = response.data
+    return clip(
+        results,
+        {
+            "item_id": answer.item_id,
+            "job_id": job_id,
+            "service": storable(answer.service),
+            "request_id": storable(response.request_id),
+            "code": None if response.code is None else storable(str(response.code)),
+            "msg": storable(response.msg),
+            "data_id": storable(data.data_id) if data else None,
+            "risk_level": storable(data.risk_level) if data else None,
+            "ext": storable(dict(data.ext.raw)) if data and data.ext is not None else None,
+            "raw": storable(dict(response.raw)),
+            "moderated_at": moment,
+        },
+    )
+
+
+def _label_rows(answer: BilledAnswer, result_id: int, job_id: int) -> list[dict[str, Any]]:
+    """The ``result_labels`` rows of a stored answer."""
+    data = answer.response.data
+    return [
         clip(
             result_labels,
             storable(
                 {
                     "result_id": result_id,
                     "job_id": job_id,
-                    "item_id": item_id,
+                    "item_id": answer.item_id,
                     "label": label.label,
                     "confidence": label.confidence,
                     "description": label.description,
@@ -175,15 +249,6 @@ def _record(conn: Connection, answer: BilledAnswer, moment: datetime) -> bool:
         )
         for label in (data.result if data else ())
     ]
-    if labels:
-        conn.execute(insert_labels, labels)
-    done = conn.execute(
-        mark_done,
-        {"done_id": item_id, "done_code": row["code"], "done_msg": row["msg"], "moment": moment},
-    )
-    if done.rowcount != 1:  # the item went away (its job dropped): store nothing
-        raise LookupError(f"item {item_id} does not exist")
-    return True
 
 
 def storable(value: Any, number: str | None = "name") -> Any:
@@ -191,7 +256,13 @@ def storable(value: Any, number: str | None = "name") -> Any:
     (keys too) and NaN/Infinity floats replaced by their names ``"NaN"``, ``"Infinity"``,
     ``"-Infinity"`` (JSON has no such numbers; PostgreSQL's ``jsonb`` and ``text`` refuse them
     and NUL), or by None with ``number=None`` (a numeric column). Pure; a copy when anything
-    changed. An OCR line may well contain a NUL, a confidence an overflow."""
+    changed. An OCR line may well contain a NUL, a confidence an overflow.
+
+    A container with nothing to replace (nearly every answer) is returned as it is, found so
+    by one ``json.dumps`` in C (:func:`_plain`) rather than by walking it in Python: this runs
+    on every answer and label a worker stores."""
+    if isinstance(value, dict | list) and _plain(value):
+        return value
     if isinstance(value, str):
         return value.replace("\x00", "") if "\x00" in value else value
     if isinstance(value, float) and not math.isfinite(value):
@@ -203,6 +274,17 @@ def storable(value: Any, number: str | None = "name") -> Any:
     if isinstance(value, list | tuple):
         return [storable(v, number) for v in value]
     return value
+
+
+def _plain(value: dict[Any, Any] | list[Any]) -> bool:
+    """True when :func:`storable` would change nothing in ``value``: JSON renders it with no
+    NaN or Infinity (``allow_nan=False`` refuses them, as keys too) and no NUL (rendered
+    ``\\u0000``). Anything else JSON cannot render, or a false alarm (a string holding the
+    six characters ``\\u0000``), only sends ``value`` down the slow path."""
+    try:
+        return "\\u0000" not in json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
 
 
 # --------------------------------------------------------------------------- parked in Redis
