@@ -106,7 +106,9 @@ def bench_db(db: str, args: argparse.Namespace, source: Path, tmp: Path) -> None
 
 
 def profile_producer(db: str, lines: int, tmp: Path) -> None:
-    """The producer's time per line, by stage, in-process (cProfile wall time, inflated)."""
+    """The producer's time per line, by stage, in-process (cProfile wall time, inflated).
+    cProfile sees the calling thread only: reading, validating and writing rows out happen in
+    the read-ahead thread (worker.readahead) and show here as waits in the insert loop."""
     from worker.app import make_app
     from worker.producer import enqueue_records
     from worker.settings import load_settings
@@ -132,7 +134,7 @@ def profile_producer(db: str, lines: int, tmp: Path) -> None:
     own = sum(v[2] for (f, _l, _n), v in stats.items() if f.endswith(("sources.py", "params.py")))
     stages = {
         "to_new_item": ("producer.py", "to_new_item"),
-        "store.insert_items": ("store/items.py", "insert_items"),
+        "store.insert_rows": ("store/inserts.py", "insert_rows"),
         "publish_ids": ("queue.py", "publish_ids"),
         "store.take_pending": ("store/items.py", "take_pending"),
         "store.add_counts": ("store/jobs.py", "add_counts"),
