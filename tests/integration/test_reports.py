@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -213,7 +214,7 @@ def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_quoted_and_jsonl_stay
     engine,
 ):
     job = store.get_or_create_job(engine, "formulas", "baselineCheck_global", "")
-    row = dict(vars(new_item(1)), ref_key="x", oss_bucket="b", oss_region="cn-beijing")
+    row = dict(asdict(new_item(1)), ref_key="x", oss_bucket="b", oss_region="cn-beijing")
     row.update(FORMULAS)
     row["image_url"] = FORMULAS["image_url"].removeprefix("https://e.com/")  # starts with =
     store.insert_items(engine, job.id, [store.NewItem(**row)])
