@@ -2,9 +2,9 @@
 
 A batch is made in the producer's read-ahead thread (:func:`worker.readahead.read_ahead`)
 while the batch before it is inserted, so everything here is Python work taken off the
-inserting thread: each record's row (its image's identity and content key included) and, on
-the batch written out for the database's insert (COPY text, SQLite's parameters), once per
-service of the job.
+inserting thread: each record's row (its image's identity and content key included) and the
+batch written out for the database's insert (PostgreSQL's COPY text, SQLite's parameters), once
+per service of the job.
 """
 
 from __future__ import annotations
@@ -93,8 +93,6 @@ def with_keys(item: store.NewItem) -> store.NewItem:
     if keys.identity is None and keys.content_key is None:
         return item
     return replace(item, identity=keys.identity, content_key=keys.content_key)
-
-
 
 
 def batched(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
