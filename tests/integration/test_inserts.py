@@ -29,72 +29,52 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
-def _url(n: int, **extra: object) -> store.NewItem:
-    values: dict[str, object] = dict(
-        kind="url",
-        ref_key=f"https://example.com/{n}.jpg",
-        image_url=f"https://example.com/{n}.jpg",
-        oss_bucket=None,
-        oss_object=None,
-        oss_region=None,
-        data_id=None,
-        referer=None,
-        source="in.txt",
-        line=n,
-        state="pending",
+def _row(kind: str, ref_key: str, line: int, **given: object) -> store.NewItem:
+    """A row of ``kind``: every reference field empty but those ``given``."""
+    values: dict[str, object] = dict.fromkeys(
+        ("image_url", "oss_bucket", "oss_object", "oss_region", "data_id", "referer")
     )
-    values.update(extra)
-    return store.NewItem(**values)  # type: ignore[arg-type]
+    values.update(source="in.txt", state="pending")
+    values.update(given)
+    return store.NewItem(kind=kind, ref_key=ref_key, line=line, **values)  # type: ignore[arg-type]
+
+
+def _url(n: int, **extra: object) -> store.NewItem:
+    url = f"https://example.com/{n}.jpg"
+    return _row("url", url, n, image_url=url, **extra)
 
 
 def _mixed_batch() -> list[store.NewItem]:
-    listed = store.NewItem(
-        kind="oss",
-        ref_key="oss://bucket/a b/\u00e9t\u00e9.png",
-        image_url=None,
+    listed = _row(
+        "oss",
+        "oss://bucket/a b/\u00e9t\u00e9.png",
+        2,
         oss_bucket="bucket",
         oss_object="a b/\u00e9t\u00e9.png",
         oss_region="cn-shanghai",
         data_id="d-2",
-        referer=None,
         source="oss://bucket/a b/",
-        line=2,
-        state="pending",
         etag='"0123456789ABCDEF0123456789ABCDEF"',
         size=12345,
         last_modified=MODIFIED,
         identity="oss:" + "1" * 64,
         content_key="md5:0123456789abcdef0123456789abcdef:12345",
     )
-    local = store.NewItem(
-        kind="file",
-        ref_key="file:/srv/photos/x.png",
-        image_url=None,
-        oss_bucket=None,
-        oss_object=None,
-        oss_region=None,
-        data_id=None,
-        referer=None,
+    local = _row(
+        "file",
+        "file:/srv/photos/x.png",
+        3,
         source="/srv/photos",
-        line=3,
-        state="pending",
         local_path="/srv/photos/x.png",
         sha256="a" * 64,
         size=99,
         identity="sha256:" + "a" * 64,
         content_key="sha256:" + "a" * 64,
     )
-    rejected = store.NewItem(
-        kind="invalid",
-        ref_key="rejected:in.txt:4",
-        image_url=None,
-        oss_bucket=None,
-        oss_object=None,
-        oss_region=None,
-        data_id=None,
-        referer=None,
-        source="in.txt",
-        line=4,
+    rejected = _row(
+        "invalid",
+        "rejected:in.txt:4",
+        4,
         state="rejected",
         last_error="line 4: imageUrl: a tab\there, a backslash \\ and\na newline",
         raw_input="x\ty\\z\r\n" + "q" * 3000,
