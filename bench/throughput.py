@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -79,6 +80,12 @@ class Figures:
     qps: float
     wall: float
     first_result: float  # seconds from the first row inserted to the first result stored
+    # The wall split in three (seconds): first row -> first call at the emulator, the first call
+    # -> the last, the last call -> the last result stored; and first row -> first row queued.
+    first_call: float
+    calls_span: float
+    tail: float
+    first_queued: float
     throttled: int
     calls: int
     billed: int
@@ -101,6 +108,10 @@ class Figures:
             f"  ratio to the cap                {ideal / self.wall:9.3f}   (after the first "
             f"result, {self.first_result:.2f} s in: "
             f"{(self.n - 1) / self.qps / max(1e-9, self.wall - self.first_result):.3f})",
+            f"  where the wall went             {self.first_call:9.2f} s to the first call "
+            f"(rows queued at {self.first_queued:.2f} s), {self.calls_span:.2f} s of calls "
+            f"({(self.calls - 1) / max(1e-9, self.calls_span):.1f}/s), {self.tail:.2f} s "
+            "from the last call to the last result",
             f"  throttled (403) calls           {self.throttled:9d}   "
             f"({100 * self.throttled / max(1, self.calls):.2f}% of {self.calls} calls)",
             f"  limiter reactions to 403s       {self.limiter_events[0]:9d} margin widened, "
@@ -288,9 +299,14 @@ def run_one(
             first_result = conn.execute(
                 sa.select(sa.func.min(store.results.c.moderated_at))
             ).scalar()
+            first_queued = conn.execute(sa.select(sa.func.min(store.items.c.queued_at))).scalar()
         engine.dispose()
         for w in workers:
             w.terminate(timeout=60)
+        if args.logs:
+            args.logs.mkdir(parents=True, exist_ok=True)
+            for w in workers:
+                shutil.copy(w.log_path, args.logs / w.log_path.name)
     billed_by_image: dict[str, int] = stats["billed_by_image"]
     by_code: dict[str, int] = stats["by_code"]
     return Figures(
@@ -299,6 +315,10 @@ def run_one(
         qps=args.qps,
         wall=last - first,
         first_result=(first_result.timestamp() - first) if first_result else 0.0,
+        first_call=float(stats["first_call_at"] or first) - first,
+        calls_span=float(stats["last_call_at"] or 0) - float(stats["first_call_at"] or 0),
+        tail=last - float(stats["last_call_at"] or last),
+        first_queued=(first_queued.timestamp() - first) if first_queued else 0.0,
         throttled=int(by_code.get("403", 0)),
         calls=sum(by_code.values()),
         billed=int(stats["billed"]),
@@ -337,6 +357,7 @@ def main() -> None:
         "--loglevel", default="INFO", help="IMGMOD_LOG_LEVEL (Celery's own stays INFO)"
     )
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--logs", type=Path, help="copy the workers' logs into this folder")
     parser.add_argument(
         "--ids-per-message", type=int, default=0, help="IMGMOD_IDS_PER_MESSAGE (0: the setting)"
     )

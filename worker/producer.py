@@ -98,10 +98,14 @@ def enqueue_records(
     # The next batch is read, validated and turned into rows while this one is inserted.
     # There, the rows are also written out for the database's insert, once per service.
     batches = prepare_batches(records, batch_size, engine.dialect.name, job.services)
+    inserted = 0
     for batch in read_ahead(batches, depth=1, name="enqueue-read-ahead"):
         good_ids, reused = _insert_per_service(engine, job, batch, reuse)
         summary.reused += reused
         new_rejected = len(store.insert_items(engine, job.id, batch.rejected_rows))
+        inserted += len(good_ids) * len(job.services) + new_rejected
+        # Before the window takes rows: its statement is planned from the table's statistics.
+        store.refresh_planner_statistics(engine, inserted)
         duplicates = len(batch.rows) - len(good_ids)
         summary.lines += batch.lines
         summary.accepted += len(good_ids)

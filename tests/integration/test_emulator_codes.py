@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,6 +91,19 @@ def test_a_served_image_gets_the_expected_answer_and_is_billed_once(emu, image_s
     stats = emu.stats()
     assert stats["billed"] == 1 and stats["billed_by_image"] == {url: 1}
     assert stats["by_code"] == {"200": 1}
+
+
+def test_stats_tell_when_the_first_and_the_last_call_came(emu, image_server) -> None:
+    """bench/throughput.py splits a job's wall time with these: start-up, calls, tail."""
+    assert emu.stats()["first_call_at"] is None and emu.stats()["last_call_at"] is None
+    before = time.time()
+    for n in (1, 2):
+        emu.moderate({"imageUrl": image_server.image_url(n, "png")})
+    after = time.time()
+    stats = emu.stats()
+    assert before <= stats["first_call_at"] < stats["last_call_at"] <= after
+    emu.reset()
+    assert emu.stats()["first_call_at"] is None
 
 
 def test_aigc_service_is_accepted(emu, image_server) -> None:

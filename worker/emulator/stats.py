@@ -7,6 +7,7 @@ job of several was billed.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -24,9 +25,16 @@ class Stats:
         self.billed_by_image: Counter[str] = Counter()
         self.billed_by_service: Counter[str] = Counter()
         self.max_concurrency = self.in_flight
+        # Wall-clock times (epoch seconds) of the first and the last call since the reset: a
+        # benchmark splits a job's wall time into start-up, the calls, and the tail with them.
+        self.first_call_at: float | None = None
+        self.last_call_at: float | None = None
 
     def enter(self) -> None:
         self.calls += 1
+        self.last_call_at = time.time()
+        if self.first_call_at is None:
+            self.first_call_at = self.last_call_at
         self.in_flight += 1
         if self.in_flight > self.max_concurrency:
             self.max_concurrency = self.in_flight
@@ -55,4 +63,6 @@ class Stats:
             "billed_by_service": dict(self.billed_by_service),
             "max_concurrency": self.max_concurrency,
             "in_flight": self.in_flight,
+            "first_call_at": self.first_call_at,
+            "last_call_at": self.last_call_at,
         }

@@ -145,6 +145,33 @@ def take_pending(engine: Engine, job_id: int, limit: int) -> list[int]:
         return sorted(int(i) for i in ids)
 
 
+def refresh_planner_statistics(engine: Engine, rows_known: int) -> bool:
+    """``ANALYZE items`` on PostgreSQL when its planner believes the table holds fewer than
+    half of ``rows_known`` (rows a caller has just inserted, so at least that many exist);
+    returns whether it ran. SQLite: nothing (its planner keeps no row counts unless asked).
+
+    Why: a table never analyzed, or analyzed while it was small, is planned as holding a row
+    or two. :func:`take_pending`'s join then becomes a nested loop that compares every picked
+    id with every pending row: 3,000 rows took 2.0 s on a new database (``EXPLAIN ANALYZE``:
+    9 million rows removed by the join filter), 0.14 s once analyzed, so a fresh job's first
+    messages waited seconds for it. Autovacuum analyzes only about a minute later. At most
+    one ``ANALYZE`` per doubling of what the caller inserted: about seven for a million rows,
+    each reading a sample of 30,000 rows. A user who does not own the table gets a warning
+    from PostgreSQL and no ``ANALYZE``; nothing fails.
+    """
+    if engine.dialect.name != "postgresql" or rows_known <= 0:
+        return False
+    with engine.connect() as conn:
+        believed = conn.execute(
+            sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST('items' AS regclass)")
+        ).scalar()
+        if believed is not None and float(believed) >= rows_known / 2:
+            return False
+        conn.execute(sa.text("ANALYZE items"))
+        conn.commit()
+    return True
+
+
 def return_to_pending(engine: Engine, ids: Sequence[int]) -> None:
     """``queued`` -> ``pending`` for rows taken whose messages may not have reached the broker
     (a failed publish): the window publishes them again later. Claimed rows are left alone."""
