@@ -79,6 +79,8 @@ def attempt(
 
     The permit comes first although a parked answer needs none: recoveries are rare, and one
     order keeps one outcome for a Redis that is away ("limiter unavailable": hand the row back).
+    The permit is booked first and its slot waited for last, just before the send: the checks,
+    the budget unit and the signature are done meanwhile (:class:`worker.limits.Booking`).
     ``retries``: the message's retry count (a backend outage's wait grows with it). With
     ``billed``, an answer parked in Redis is left there for the message's one transaction
     (:meth:`Billed.store`) and ``"billed"`` returned; an answer Redis did not take is stored
@@ -86,7 +88,7 @@ def attempt(
     """
     slot = slot_of(item)
     try:
-        rt.metrics.observe_wait(rt.limiter.acquire())
+        booking = rt.limiter.book()  # the permit is ours now; its slot may be a second away
     except LimiterUnavailable as exc:
         return _release_for_later(rt, item, owner, "limiter", exc, retries)
     try:
@@ -119,10 +121,14 @@ def attempt(
     held = _reserve(rt, item, owner, retries)  # a unit of the budgets, or the row paused
     if isinstance(held, str):
         return held
+    # Everything before the slot (the checks above, the signature): after it, only the send,
+    # so calls reach the service as evenly spaced as their permits (worker.limits.Booking).
+    signed = rt.client.prepare(item.service, ref, item.info_type)
+    rt.metrics.observe_wait(booking.wait().waited)
     started = time.monotonic()
     try:
         with rt.metrics.in_flight():
-            response = rt.client.moderate(item.service, ref, item.info_type)
+            response = rt.client.moderate_signed(signed)
     except ModerationError as err:
         rt.metrics.observe_call(err.code, time.monotonic() - started)
         if rt.budget is not None and not isinstance(err, TransportError):

@@ -37,7 +37,7 @@ from worker.errors import (
 from worker.params import ImageRef, request_fields
 from worker.results import MalformedResponse, ModerationResponse, parse_response
 from worker.settings import Credentials, Settings, header_unsafe, is_loopback_host
-from worker.signing import sign_moderation_request
+from worker.signing import SignedRequest, sign_moderation_request
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +140,15 @@ class ModerationClient:
         business (see :func:`moderate`). The whole call, answer included, ends within the
         deadline: past it the socket is shut and the call is a ``timeout``.
         """
+        return self.send_signed(self.sign(fields, action))
+
+    def sign(self, fields: dict[str, str], action: str | None = None) -> SignedRequest:
+        """The request :meth:`send` would POST, signed now: a caller that waits for a permit
+        signs while it waits (:class:`worker.limits.Booking`) and sends with
+        :meth:`send_signed`. The signature's date is the signing moment; the vendor accepts
+        requests signed minutes earlier, and a permit is at most a second away."""
         creds = self._credentials
-        signed = sign_moderation_request(
+        return sign_moderation_request(
             host=self._host,
             key_id=creds.access_key_id,
             secret=creds.access_key_secret,
@@ -150,6 +157,9 @@ class ModerationClient:
             user_agent=USER_AGENT,
             **({"action": action} if action else {}),
         )
+
+    def send_signed(self, signed: SignedRequest) -> CallResult:
+        """:meth:`send` of a request signed by :meth:`sign`."""
         started = time.monotonic()
         call = WATCHDOG.begin(self._deadline)
         try:
@@ -256,7 +266,15 @@ class ModerationClient:
 
     def moderate(self, service: str, ref: ImageRef, info_type: str = "") -> ModerationResponse:
         """Moderate one image; a Code 200 answer is returned, anything else raised as its error."""
-        result = self.send(request_fields(service, ref, info_type))
+        return self.moderate_signed(self.prepare(service, ref, info_type))
+
+    def prepare(self, service: str, ref: ImageRef, info_type: str = "") -> SignedRequest:
+        """The signed request of :meth:`moderate`, to send later with :meth:`moderate_signed`."""
+        return self.sign(request_fields(service, ref, info_type))
+
+    def moderate_signed(self, signed: SignedRequest) -> ModerationResponse:
+        """:meth:`moderate` of a request made by :meth:`prepare`."""
+        result = self.send_signed(signed)
         response = result.response
         if classify(response.code, response.http_status) is Outcome.SUCCESS:
             return response

@@ -28,6 +28,11 @@ by one Lua script per permit running inside Redis:
   other callers): at qps/10 per second the rate overshoots a 10/s cap every second and a third
   of the calls come back 403; at 10% of the cut rate it settles just under the cap.
 
+* **A warm start** (the worker's limiter, ``warm_start``): a schedule with no state in Redis
+  (a job's first permit, or the first after the state's TTL) begins as if a cut had just left
+  it at ``warm_start`` of its rate, and recovers as above. A 403 within ``decrease_window`` of
+  that start belongs to the start's volley and changes nothing. The bound of the first bullet
+  holds throughout: a slower rate only widens the interval.
 * **A learned margin** (the worker's limiter). Permits aim at ``qps`` times a :class:`Margin`
   kept in the same hash: a 403 within 15 % of that ceiling is jitter and lowers it a little
   (the first in 5 s does only that; a later one also cuts gently); it creeps back up while no
@@ -49,7 +54,6 @@ import os
 import random
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -58,55 +62,25 @@ from redis.commands.core import Script
 from redis.retry import Retry
 
 from worker.limits_lua import ACQUIRE_LUA, RATE_LUA, THROTTLED_LUA
+from worker.limits_margin import NO_MARGIN, Margin
+from worker.permits import Booking, Grant
 
 if TYPE_CHECKING:
     from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# A job's first permits (a fresh schedule in Redis) start at this share of the rate and reach
+# it in about 2.5 s (the additive recovery after a cut: 10 % of the rate a second). Why: in a
+# worker's first seconds its calls leave late by 7-18 ms (median, 90th percentile; tens of ms
+# at worst: threads, connections and pools all starting), and by 1-3 ms from the third second
+# on. Calls that grow less late crowd a second the service counts: three lone 403s in the
+# first 3 s read as a lower cap and halved the rate (bench/RESULTS.md). The ramp costs about
+# a quarter of a second of calls, once per job.
+WARM_START = 0.8
+
 # The fixed margin of the in-process limiter (no Redis); the doctor's "was the rate cut?" mark.
 QPS_MARGIN = 0.98
-
-
-@dataclass(frozen=True)
-class Margin:
-    """The share of the cap the pacing aims at, learned from the service's 403s.
-
-    Permits are evenly spaced, yet calls reach the service late by varying amounts, so a
-    second the service counts may hold one too many; how much room that needs depends on the
-    network and the callers' load, so it is measured: the margin starts at ``start``; a 403 at
-    the full rate (jitter, not a lower cap) lowers it by ``step`` to no less than ``least``
-    (the first such 403 in 5 s does only that, no rate cut); each second without one regains
-    ``regain``, up to ``most``. At the defaults one jitter event in 20 s (a few 403s: ~0.2 % of
-    the calls at 100/s) holds it still. Kept in the limiter's hash: every host learns from it.
-    """
-
-    start: float = 0.985
-    most: float = 0.995
-    least: float = 0.95
-    step: float = 0.005
-    regain: float = 0.00025
-
-    def __post_init__(self) -> None:
-        if not 0 < self.least <= self.start <= self.most <= 1:
-            raise ValueError(
-                f"margin least={self.least!r}, start={self.start!r}, most={self.most!r}: "
-                "need 0 < least <= start <= most <= 1"
-            )
-        if self.step < 0 or self.regain < 0:
-            raise ValueError("margin step and regain must not be negative")
-
-    @classmethod
-    def fixed(cls, share: float) -> Margin:
-        """A margin that never moves (``share`` of the cap; 1.0: the cap itself)."""
-        return cls(start=share, most=share, least=share, step=0.0, regain=0.0)
-
-    def args(self) -> tuple[float, float, float, float]:
-        """The script arguments: start, most, least, regain per second."""
-        return (self.start, self.most, self.least, self.regain)
-
-
-NO_MARGIN = Margin.fixed(1.0)
 
 
 class LimiterError(Exception):
@@ -119,19 +93,6 @@ class LimiterTimeout(LimiterError):
 
 class LimiterUnavailable(LimiterError):
     """Redis could not be asked; no permit was granted. The caller decides: wait, or fail."""
-
-
-@dataclass(frozen=True)
-class Grant:
-    """One permit: how long the caller waited, and the Redis server time it was booked for."""
-
-    waited: float
-    slot_us: int
-
-    @property
-    def slot(self) -> float:
-        """The booked moment in seconds since the epoch (server clock)."""
-        return self.slot_us / 1_000_000
 
 
 class RateLimiter:
@@ -156,6 +117,7 @@ class RateLimiter:
         decrease_window: float = 1.0,
         horizon: float = 1.0,
         margin: Margin = NO_MARGIN,
+        warm_start: float = 1.0,
         rng: random.Random | None = None,
     ) -> None:
         if not qps > 0 or math.isinf(qps):
@@ -174,6 +136,8 @@ class RateLimiter:
             raise ValueError(f"decrease_window={decrease_window!r} must not be negative")
         if not horizon > 0:
             raise ValueError(f"horizon={horizon!r} must be positive")
+        if not 0 < warm_start <= 1:
+            raise ValueError(f"warm_start={warm_start!r} must be above 0 and at most 1")
         self.client = client
         self.key = key
         self.qps = float(qps)
@@ -186,6 +150,7 @@ class RateLimiter:
         self.decrease_window = float(decrease_window)
         self.horizon = float(horizon)
         self.margin = margin
+        self.warm_start = float(warm_start)
         self._rng = rng or random.Random()
         # State outlives a full recovery from the floor, so an idle minute does not forget a cut.
         recovery = (self.qps - self.min_qps) / self.increase_per_second
@@ -228,6 +193,11 @@ class RateLimiter:
 
     def acquire_grant(self, timeout: float | None = None) -> Grant:
         """:meth:`acquire`, also telling which server-time slot the permit was booked for."""
+        return self.book(timeout).wait()
+
+    def book(self, timeout: float | None = None) -> Booking:
+        """Book a permit without sleeping until it (:class:`Booking`); the same errors as
+        :meth:`acquire`. The slot is the caller's whether or not it then calls."""
         start = time.monotonic()
         deadline = None if timeout is None else start + max(0.0, timeout)
         lock = self._local_lock()
@@ -237,9 +207,7 @@ class RateLimiter:
             wait_us, slot_us = self._book(deadline, timeout)
         finally:
             lock.release()
-        if wait_us > 0:
-            time.sleep(wait_us / 1_000_000)
-        return Grant(time.monotonic() - start, slot_us)
+        return Booking(slot_us, time.monotonic() + wait_us / 1_000_000, start)
 
     def try_acquire(self) -> float:
         """One round trip: ``0.0`` if a permit was granted now, else seconds until one may be."""
@@ -319,6 +287,7 @@ class RateLimiter:
             self._ttl_ms,
             self.recover_fraction,
             *self.margin.args(),
+            self.warm_start,
         )
         return bool(granted), int(wait_us), int(slot_us)
 
@@ -370,15 +339,17 @@ class LocalRateLimiter:
         return min(self.qps, self._after_cut + elapsed * self.qps / 10)
 
     def acquire(self, timeout: float | None = None) -> float:
+        return self.book(timeout).wait().waited
+
+    def book(self, timeout: float | None = None) -> Booking:
+        """As :meth:`RateLimiter.book`; the slot in epoch µs of this host's clock."""
         with self._lock:
             now = time.monotonic()
             slot = max(now, self._next)
             if timeout is not None and slot - now > timeout:
                 raise LimiterTimeout(f"no permit within {timeout:.1f}s")
             self._next = slot + 1.0 / self.current_rate()
-        if slot > now:
-            time.sleep(slot - now)
-        return slot - now
+        return Booking(int((time.time() + slot - now) * 1_000_000), slot, now)
 
     def on_throttled(self) -> None:
         with self._lock:
@@ -394,5 +365,7 @@ class LocalRateLimiter:
 def limiter_for(settings: Settings) -> RateLimiter | LocalRateLimiter:
     """The account's limiter: shared in Redis, or in-process when no Redis exists (demo)."""
     if settings.limiter_url:
-        return RateLimiter.from_url(settings.limiter_url, qps=settings.qps, margin=Margin())
+        return RateLimiter.from_url(
+            settings.limiter_url, qps=settings.qps, margin=Margin(), warm_start=WARM_START
+        )
     return LocalRateLimiter(settings.qps * QPS_MARGIN)

@@ -36,7 +36,8 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 """
 
 # KEYS[1] state hash; ARGV: qps, increase/s, burst, max_wait_us, ttl_ms, recover_fraction,
-# margin start, most, least, regain/s (the rate aims at qps x the learned margin).
+# margin start, most, least, regain/s (the rate aims at qps x the learned margin), warm start
+# (a fresh schedule begins as if just cut to this share of its rate; 1: at the full rate).
 # Books the next permit if it is at most max_wait_us away: {1, wait_us, slot_us}.
 # Otherwise takes nothing: {0, us until a slot within max_wait_us may exist, 0}.
 # Microsecond values stay below 2^53, exact in Lua's doubles; written with %.0f because
@@ -49,6 +50,14 @@ local qps = tonumber(ARGV[1]) * margin_now(tonumber(ARGV[7]), tonumber(ARGV[8]),
                                            tonumber(ARGV[9]), tonumber(ARGV[10]), state[4],
                                            state[5], now)
 local rate = effective_rate(qps, tonumber(ARGV[2]), tonumber(ARGV[6]), state[2], state[3], now)
+local warm = tonumber(ARGV[11])
+if not state[1] and warm < 1 then
+  -- A fresh schedule (the first permit, or the first after an idle TTL): start as if just cut
+  -- to `warm` of the rate, and recover from there like after any cut.
+  rate = rate * warm
+  redis.call('HSET', KEYS[1], 'cut_rate', string.format('%.6f', rate), 'cut_at',
+             string.format('%.0f', now))
+end
 local interval = math.ceil(1000000 / rate)
 local tau = math.floor((tonumber(ARGV[3]) - 1) * interval)
 local tat = tonumber(state[1]) or now

@@ -15,6 +15,7 @@ shared resources are the :class:`~worker.runtime.Runtime` (:func:`worker.app.pro
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -224,6 +225,21 @@ def _start_lease_keeper(**_: object) -> None:
         log.error("lease keeper not started: %s", exc)
         return
     rt.leases.start()
+
+
+@worker_ready.connect(dispatch_uid="imgmod.gc.freeze")  # type: ignore[untyped-decorator]
+def _freeze_what_start_up_made(**_: object) -> None:
+    """Move every object the start-up made (modules, Celery, kombu, SQLAlchemy, the runtime:
+    about 130,000) out of the collector's reach, after one last collection.
+
+    Why: a full collection walks them all, holding the GIL: 104-150 ms on a 2-core box
+    whose probe reads about 160 ms, every 7-10 s in each worker process. Every call whose
+    permit came due meanwhile then left in a bunch, a second the service counts held up to
+    thirteen calls too many, and the 403s of that volley halved the shared rate (the
+    limiter's "a dense volley is a lower cap"). Frozen, a full collection walks what was made
+    since: 7-17 ms. Connected after the lease keeper's start, so the runtime is built."""
+    gc.collect()
+    gc.freeze()
 
 
 @worker_shutdown.connect(dispatch_uid="imgmod.leases.stop")  # type: ignore[untyped-decorator]

@@ -284,3 +284,58 @@ def test_limiter_survives_a_redis_restart(broker: PrivateRedis) -> None:
     broker.start()  # same port, empty: no script cache, no keys
     assert limiter.acquire(timeout=2) < 0.1
     assert limiter.current_rate() == pytest.approx(20)
+
+
+@pytest.mark.service
+def test_a_booking_holds_its_slot_without_sleeping_and_waits_only_what_is_left(
+    client: redis.Redis, key: str
+) -> None:
+    """``book`` returns at once with a slot up to a second ahead; a caller that spends the
+    wait preparing its call sleeps only the rest (worker.attempt signs meanwhile)."""
+    limiter = RateLimiter(client, key=key, qps=4)
+    limiter.acquire(timeout=1)  # the next slot is now ~250 ms away
+    asked = time.monotonic()
+    booking = limiter.book(timeout=1)
+    assert time.monotonic() - asked < 0.1  # booked, not slept
+    assert 0.15 < booking.due - asked <= 0.25
+    assert limiter.try_acquire() > 0.3  # the slot is taken: the next is ~500 ms away
+    wait_until(lambda: time.monotonic() >= booking.due - 0.05, 2, "most of the wait to pass")
+    waited_from = time.monotonic()
+    grant = booking.wait()
+    assert time.monotonic() >= booking.due
+    assert time.monotonic() - waited_from < 0.1  # only what was left
+    assert grant.slot_us == booking.slot_us and grant.waited >= booking.due - asked
+
+
+@pytest.mark.service
+def test_a_booking_past_its_slot_does_not_sleep(client: redis.Redis, key: str) -> None:
+    booking = RateLimiter(client, key=key, qps=100).book(timeout=1)
+    wait_until(lambda: time.monotonic() > booking.due + 0.05, 2, "the slot to pass")
+    started = time.monotonic()
+    booking.wait()
+    assert time.monotonic() - started < 0.02
+
+
+@pytest.mark.service
+def test_a_warm_start_begins_below_the_rate_and_recovers_to_it(
+    client: redis.Redis, key: str
+) -> None:
+    limiter = RateLimiter(client, key=key, qps=100, warm_start=0.8)
+    assert limiter.current_rate() == pytest.approx(100)  # nothing booked yet: no schedule
+    slots = [limiter.acquire_grant(timeout=5).slot_us for _ in range(5)]
+    assert min(y - x for x, y in zip(slots, slots[1:], strict=False)) >= SECOND_US // 82
+    assert 80 <= limiter.current_rate() < 85
+    limiter.on_throttled()  # within the start's volley window: nothing changes
+    assert 80 <= limiter.current_rate() < 85
+    # 10 % of the rate the start left (8/s) a second: back to 100 in about 2.5 s.
+    wait_until(lambda: limiter.current_rate() == pytest.approx(100), 5, "the ramp to end")
+    again = RateLimiter(client, key=key, qps=100, warm_start=0.8)
+    again.acquire(timeout=1)  # the schedule exists now: no second warm start
+    assert again.current_rate() == pytest.approx(100)
+
+
+@pytest.mark.service
+def test_a_warm_start_outside_zero_to_one_is_refused(client: redis.Redis) -> None:
+    for bad in (0.0, 1.5, -1.0):
+        with pytest.raises(ValueError, match="warm_start"):
+            RateLimiter(client, qps=100, warm_start=bad)

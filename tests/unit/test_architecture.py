@@ -58,6 +58,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "worker.webhook",  # signed webhook events, delivered with retries
             "worker.limits",
             "worker.limits_lua",
+            "worker.limits_margin",  # the share of the cap the limiter's permits aim at
+            "worker.permits",  # a permit granted, or booked and not yet due
             "worker.budget",  # a unit reserved in Redis before each call; the SQL ledger
             "worker.budget_lua",
             "worker.client",

@@ -1,0 +1,47 @@
+"""The learned margin of the shared limiter (:mod:`worker.limits`): the share of the cap its
+permits aim at. Kept in Redis with the limiter's state; here only its bounds and steps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Margin:
+    """The share of the cap the pacing aims at, learned from the service's 403s.
+
+    Permits are evenly spaced, yet calls reach the service late by varying amounts, so a
+    second the service counts may hold one too many; how much room that needs depends on the
+    network and the callers' load, so it is measured: the margin starts at ``start``; a 403 at
+    the full rate (jitter, not a lower cap) lowers it by ``step`` to no less than ``least``
+    (the first such 403 in 5 s does only that, no rate cut); each second without one regains
+    ``regain``, up to ``most``. At the defaults one jitter event in 20 s (a few 403s: ~0.2 % of
+    the calls at 100/s) holds it still. Kept in the limiter's hash: every host learns from it.
+    """
+
+    start: float = 0.985
+    most: float = 0.995
+    least: float = 0.95
+    step: float = 0.005
+    regain: float = 0.00025
+
+    def __post_init__(self) -> None:
+        if not 0 < self.least <= self.start <= self.most <= 1:
+            raise ValueError(
+                f"margin least={self.least!r}, start={self.start!r}, most={self.most!r}: "
+                "need 0 < least <= start <= most <= 1"
+            )
+        if self.step < 0 or self.regain < 0:
+            raise ValueError("margin step and regain must not be negative")
+
+    @classmethod
+    def fixed(cls, share: float) -> Margin:
+        """A margin that never moves (``share`` of the cap; 1.0: the cap itself)."""
+        return cls(start=share, most=share, least=share, step=0.0, regain=0.0)
+
+    def args(self) -> tuple[float, float, float, float]:
+        """The script arguments: start, most, least, regain per second."""
+        return (self.start, self.most, self.least, self.regain)
+
+
+NO_MARGIN = Margin.fixed(1.0)
