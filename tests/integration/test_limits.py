@@ -297,7 +297,7 @@ def test_a_booking_holds_its_slot_without_sleeping_and_waits_only_what_is_left(
     asked = time.monotonic()
     booking = limiter.book(timeout=1)
     assert time.monotonic() - asked < 0.1  # booked, not slept
-    assert 0.15 < booking.due - asked <= 0.25
+    assert 0.15 < booking.due - asked < 0.3  # the slot ~250 ms after the first, plus a trip
     assert limiter.try_acquire() > 0.3  # the slot is taken: the next is ~500 ms away
     wait_until(lambda: time.monotonic() >= booking.due - 0.05, 2, "most of the wait to pass")
     waited_from = time.monotonic()
