@@ -137,3 +137,14 @@ def test_a_second_batch_in_the_same_job_skips_what_the_first_inserted(engine) ->
     assert len(first) == 6 and len(again) == 1
     (row,) = _stored(engine, again)
     assert row.ref_key == "https://example.com/7.jpg"
+
+
+def test_a_batch_longer_than_one_statement_stores_every_row_once(engine) -> None:
+    """SQLite inserts 500 rows a statement: 1,234 rows cross two full statements and end in a
+    short one, with a duplicate of the first row in the last."""
+    job = store.get_or_create_job(engine, "long", "baselineCheck_global", "")
+    rows = [_url(n, data_id=f"d-{n}") for n in range(1234)] + [_url(0)]
+    ids = store.insert_items(engine, job.id, rows)
+    assert len(ids) == 1234 and len(set(ids)) == 1234
+    stored = {row.ref_key: row.data_id for row in _stored(engine, ids)}
+    assert stored == {f"https://example.com/{n}.jpg": f"d-{n}" for n in range(1234)}
