@@ -80,7 +80,7 @@ def attempt(
     The permit comes first although a parked answer needs none: recoveries are rare, and one
     order keeps one outcome for a Redis that is away ("limiter unavailable": hand the row back).
     The permit is booked first and its slot waited for last, just before the send: the checks,
-    the budget unit and the signature are done meanwhile (:class:`worker.limits.Booking`).
+    the budget unit and the signature are done meanwhile (:class:`worker.permits.Booking`).
     ``retries``: the message's retry count (a backend outage's wait grows with it). With
     ``billed``, an answer parked in Redis is left there for the message's one transaction
     (:meth:`Billed.store`) and ``"billed"`` returned; an answer Redis did not take is stored
@@ -122,7 +122,7 @@ def attempt(
     if isinstance(held, str):
         return held
     # Everything before the slot (the checks above, the signature): after it, only the send,
-    # so calls reach the service as evenly spaced as their permits (worker.limits.Booking).
+    # so calls reach the service as evenly spaced as their permits (worker.permits.Booking).
     signed = rt.client.prepare(item.service, ref, item.info_type)
     rt.metrics.observe_wait(booking.wait().waited)
     started = time.monotonic()

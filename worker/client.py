@@ -144,7 +144,7 @@ class ModerationClient:
 
     def sign(self, fields: dict[str, str], action: str | None = None) -> SignedRequest:
         """The request :meth:`send` would POST, signed now: a caller that waits for a permit
-        signs while it waits (:class:`worker.limits.Booking`) and sends with
+        signs while it waits (:class:`worker.permits.Booking`) and sends with
         :meth:`send_signed`. The signature's date is the signing moment; the vendor accepts
         requests signed minutes earlier, and a permit is at most a second away."""
         creds = self._credentials
