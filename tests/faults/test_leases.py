@@ -160,7 +160,7 @@ def test_a_frozen_worker_s_rows_are_taken_over_and_each_image_is_stored_once(sta
             lambda: (
                 int(stack.scalar("SELECT count(*) FROM items WHERE attempts >= 2")) == SLOW_ITEMS
             ),
-            30,
+            60,  # the live worker's start-up, a lease and a sweep: 30 s ran out once under load
             "the live worker to take every frozen row over",
         )
     finally:
