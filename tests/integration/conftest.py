@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from tests.support import Emulator, Stack, open_stack, running_emulator, stack_env
+from worker import store
 from worker.processes import ImageServerHandle
 
 
@@ -40,3 +42,13 @@ def pipeline(
     )
     with open_stack(env, tmp_path, emulator, image_server) as stack:
         yield stack
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    """A migrated database of ``database_url``'s kind (SQLite, then PostgreSQL) and its engine;
+    a test file that needs another one defines its own ``engine``."""
+    store.upgrade(database_url)
+    engine = store.make_engine(database_url)
+    yield engine
+    engine.dispose()

@@ -4,7 +4,6 @@ times. The page itself, in a browser, is test_report_html.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -34,14 +33,6 @@ def _item(n: int, state: str = "pending") -> store.NewItem:
         last_error=f"line {n}: imageUrl: is not an absolute URL" if rejected else None,
         raw_input=None,
     )
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    store.upgrade(database_url)
-    engine = store.make_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 def test_figures_are_bucketed_by_the_database_at_the_times_stored(engine):

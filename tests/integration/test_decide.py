@@ -5,7 +5,6 @@ policy versions reporting their changes, reviewers' decisions kept, export field
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -64,14 +63,6 @@ def new_item(n: int, state: str = "pending") -> store.NewItem:
         last_error="line 7: imageUrl: is not an absolute URL" if rejected else None,
         raw_input="not a url" if rejected else None,
     )
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    store.upgrade(database_url)
-    engine = store.make_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

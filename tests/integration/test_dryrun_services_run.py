@@ -34,14 +34,6 @@ VENDOR = Path(__file__).resolve().parent.parent / "data" / "vendor"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    store.upgrade(database_url)
-    engine = store.make_engine(database_url)
-    yield engine
-    engine.dispose()
-
-
 def _enqueue(engine: sa.Engine, name: str, services: str, inputs: list[str]) -> store.Job:
     job = store.get_or_create_job(engine, name, services.split(","), "")
     producer.enqueue_records(

@@ -3,7 +3,7 @@ published once, and a dead process's messages in hand are published by one live 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -15,14 +15,6 @@ from worker import store
 from worker.heartbeat import LeaseKeeper, MessagesInHand, renew_interval, sweep_interval
 
 pytestmark = pytest.mark.service
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    store.upgrade(database_url)
-    engine = store.make_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 def _items(engine: sa.Engine, n: int) -> list[int]:

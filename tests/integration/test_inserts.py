@@ -7,7 +7,6 @@ say, column by column, including a value that only the last row of a batch has."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import fields
 from datetime import datetime, timezone
 
@@ -19,14 +18,6 @@ from worker import store
 pytestmark = pytest.mark.service
 
 MODIFIED = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    store.upgrade(database_url)
-    engine = store.make_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 def _row(kind: str, ref_key: str, line: int, **given: object) -> store.NewItem:

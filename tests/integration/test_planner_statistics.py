@@ -8,8 +8,6 @@ real server, and hold SQLite's side to doing nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import sqlalchemy as sa
 
@@ -20,14 +18,6 @@ from worker.sources import Accepted
 pytestmark = pytest.mark.service
 
 SERVICE = "baselineCheck_global"
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    store.upgrade(database_url)
-    engine = store.make_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 def believed_rows(engine: sa.Engine) -> float:

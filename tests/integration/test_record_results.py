@@ -3,7 +3,6 @@ statements, stored exactly as one record_result each would store them, all or no
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,14 +19,6 @@ SERVICE = "baselineCheck_global"
 
 def answer(name: str):
     return parse_response((VENDOR / name).read_text(encoding="utf-8"), http_status=200)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    store.upgrade(database_url)
-    engine = store.make_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 def new_items(engine, job, n: int, start: int = 0) -> list[int]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Iterator
 from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
@@ -50,14 +49,6 @@ PLAN = {
     7: {BASE: "response_no_risk.json", AIGC: "response_logo_detected.json"},  # done
 }
 REFERENCES = {"done": 2, "failed": 2, "open": 2, "rejected": 1}
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    store.upgrade(database_url)
-    engine = store.make_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 def build_job(engine: sa.Engine, name: str = "two") -> store.Job:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from worker import reports, store
 from worker.results import parse_response
@@ -41,14 +39,6 @@ def new_item(n: int, state: str = "pending") -> store.NewItem:
         last_error=f"line {n}: imageUrl: is not an absolute URL" if rejected else None,
         raw_input="not a url" if rejected else None,
     )
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    store.upgrade(database_url)
-    engine = store.make_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ the emulator, and count what the emulator billed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,14 +26,6 @@ VENDOR = Path(__file__).resolve().parent.parent / "data" / "vendor"
 SERVICE = "baselineCheck_global"
 INFO = "customImage,textInImage"
 MD5 = "5EB63BBBE01EEED093CB22BB8F5ACDC3"  # as OSS spells a PutObject ETag: upper case
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    store.upgrade(database_url)
-    engine = store.make_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 def listed(key: str, etag: str = MD5, size: int = 1234, bucket: str = "archive") -> ListedObject:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -22,14 +21,6 @@ VENDOR = Path(__file__).resolve().parent.parent / "data" / "vendor"
 
 def vendor_response(name: str = "response_risk_detected.json"):
     return parse_response((VENDOR / name).read_text(encoding="utf-8"), http_status=200)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    store.upgrade(database_url)
-    engine = store.make_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
