@@ -286,11 +286,31 @@ def emulator_args(options: dict[str, Any]) -> list[str]:
     return args
 
 
+def _written(log: IO[bytes]) -> bytes:
+    """Everything written to ``log`` so far, read with ``pread`` so the file offset is untouched.
+
+    The child's stdout is this very open file (Popen dup2s the descriptor, and a dup shares its
+    offset). A ``seek(0)`` here that lands between two of the child's writes makes the second
+    write land at offset 0, over the first: the emulator's "listening on" line was overwritten
+    by its OSS line that way, and the parent waited 60 s for a line that was gone.
+    """
+    fd = log.fileno()
+    size = os.fstat(fd).st_size
+    chunks: list[bytes] = []
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, size - offset, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
 def _announced_url(log: IO[bytes], process: subprocess.Popen[bytes], banner: str = "") -> str:
     """The ``http://HOST:PORT`` the server printed on its stdout after ``banner`` (any line with
     a URL when empty), or "" while it has not."""
-    log.seek(0)
-    for line in log.read().decode(errors="replace").splitlines():
+    for line in _written(log).decode(errors="replace").splitlines():
         if "http://" in line and line.startswith(banner):
             return line.rsplit(" ", 1)[-1].strip()
     if process.poll() is not None:
@@ -338,8 +358,7 @@ def _running(
                 left = max(0.0, deadline - time.monotonic())
                 wait_until(lambda: _answers(url + probe_path, process), left, url, 0.02)
             except (ServerStartError, TimeoutError) as exc:
-                err.seek(0)
-                tail = err.read().decode(errors="replace")[-2000:]
+                tail = _written(err).decode(errors="replace")[-2000:]
                 raise ServerStartError(f"server did not start: {exc}; stderr:\n{tail}") from None
             yield url, process, out
         finally:
