@@ -86,6 +86,7 @@ class Figures:
     calls_span: float
     tail: float
     first_queued: float
+    per_second: tuple[int, ...]  # calls in each whole second at the emulator, in order
     throttled: int
     calls: int
     billed: int
@@ -112,6 +113,7 @@ class Figures:
             f"(rows queued at {self.first_queued:.2f} s), {self.calls_span:.2f} s of calls "
             f"({(self.calls - 1) / max(1e-9, self.calls_span):.1f}/s), {self.tail:.2f} s "
             "from the last call to the last result",
+            f"  calls per second (whole seconds) {_spread(self.per_second, self.qps)}",
             f"  throttled (403) calls           {self.throttled:9d}   "
             f"({100 * self.throttled / max(1, self.calls):.2f}% of {self.calls} calls)",
             f"  limiter reactions to 403s       {self.limiter_events[0]:9d} margin widened, "
@@ -134,6 +136,28 @@ class Figures:
             f"  final states                    {self.states}",
         ]
         return "\n".join(rows)
+
+
+def _every_second(by_second: dict[str, int]) -> tuple[int, ...]:
+    """The emulator's calls per second, a second without a call as 0."""
+    counts = {int(k): int(v) for k, v in by_second.items()}
+    if not counts:
+        return ()
+    return tuple(counts.get(s, 0) for s in range(min(counts), max(counts) + 1))
+
+
+def _spread(counts: tuple[int, ...], qps: float) -> str:
+    """min / median / max of the seconds between the first and the last (both partial), and
+    how many fell under 95 % of the cap: an even shortfall is the pacing's, a few deep
+    seconds a stall's."""
+    inner = sorted(counts[1:-1])
+    if not inner:
+        return "      n/a"
+    median = inner[len(inner) // 2]
+    low = sum(1 for c in inner if c < 0.95 * qps)
+    return (
+        f"min {inner[0]}, median {median}, max {inner[-1]} over {len(inner)} s; {low} s under 95 %"
+    )
 
 
 def write_input(path: Path, images: ImageServerHandle, n: int) -> None:
@@ -319,6 +343,7 @@ def run_one(
         calls_span=float(stats["last_call_at"] or 0) - float(stats["first_call_at"] or 0),
         tail=last - float(stats["last_call_at"] or last),
         first_queued=(first_queued.timestamp() - first) if first_queued else 0.0,
+        per_second=_every_second(stats["calls_by_second"]),
         throttled=int(by_code.get("403", 0)),
         calls=sum(by_code.values()),
         billed=int(stats["billed"]),

@@ -11,6 +11,8 @@ import time
 from collections import Counter
 from typing import Any
 
+_SECONDS_KEPT = 3600
+
 
 class Stats:
     def __init__(self) -> None:
@@ -29,10 +31,17 @@ class Stats:
         # benchmark splits a job's wall time into start-up, the calls, and the tail with them.
         self.first_call_at: float | None = None
         self.last_call_at: float | None = None
+        # Calls per whole wall-clock second (epoch seconds): where a run's calls/s was lost,
+        # evenly (pacing) or in gaps (stalls). The oldest seconds go past _SECONDS_KEPT.
+        self.calls_by_second: Counter[int] = Counter()
 
     def enter(self) -> None:
         self.calls += 1
         self.last_call_at = time.time()
+        second = int(self.last_call_at)
+        if second not in self.calls_by_second and len(self.calls_by_second) >= _SECONDS_KEPT:
+            del self.calls_by_second[min(self.calls_by_second)]
+        self.calls_by_second[second] += 1
         if self.first_call_at is None:
             self.first_call_at = self.last_call_at
         self.in_flight += 1
@@ -65,4 +74,5 @@ class Stats:
             "in_flight": self.in_flight,
             "first_call_at": self.first_call_at,
             "last_call_at": self.last_call_at,
+            "calls_by_second": {str(k): v for k, v in sorted(self.calls_by_second.items())},
         }
