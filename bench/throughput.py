@@ -395,7 +395,8 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         metavar="FILE",
-        help="cProfile the worker (all threads) into FILE.<db>; CPU figures are then inflated",
+        help="cProfile every worker process (all threads) into FILE.<db>.<pid>; CPU figures "
+        "are then inflated",
     )
     args = parser.parse_args()
     dbs = ("sqlite", "postgresql") if args.db == "both" else (args.db,)

@@ -1,9 +1,11 @@
 """cProfile (CPU time) every thread of a process, for ``bench/throughput.py --profile``.
 
 Put this directory on PYTHONPATH and set IMGMOD_BENCH_PROFILE=FILE: each thread gets its own
-profiler on its first Python call, and at exit the merged statistics are written to FILE
-(read them with ``python -m pstats FILE``). cProfile slows the process down by 1.5-2x; read
-the shares, not the absolute times.
+profiler on its first Python call, and at exit the merged statistics are written to
+FILE.PID, one file per process: a worker group's supervisor and its worker processes all
+inherit the variable, and one shared FILE kept only the last to exit (the supervisor's
+start-up). Read them with ``python -m pstats FILE.PID`` or ``summary.py``. cProfile slows the
+process down by 1.5-2x; read the shares, not the absolute times.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def _dump() -> None:
         stats = pstats.Stats(profiles[0])
         for profile in profiles[1:]:
             stats.add(profile)
-        stats.dump_stats(_OUT)
+        stats.dump_stats(f"{_OUT}.{os.getpid()}")
 
 
 if _OUT:
