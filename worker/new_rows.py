@@ -95,10 +95,13 @@ def with_keys(item: store.NewItem) -> store.NewItem:
     return replace(item, identity=keys.identity, content_key=keys.content_key)
 
 
-def batched(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
+def batched(records: Iterable[Any], size: int, first: int | None = None) -> Iterator[list[Any]]:
+    """``records`` in lists of ``size``; the first of ``first`` when given (a smaller one)."""
     it = iter(records)
-    while chunk := list(islice(it, size)):
+    take = size if first is None else min(first, size)
+    while chunk := list(islice(it, take)):
         yield chunk
+        take = size
 
 
 @dataclass(frozen=True)
@@ -115,11 +118,15 @@ class Batch:
 
 
 def prepare_batches(
-    records: Iterable[Accepted | Rejected], size: int, dialect: str, services: Sequence[str]
+    records: Iterable[Accepted | Rejected],
+    size: int,
+    dialect: str,
+    services: Sequence[str],
+    first: int | None = None,
 ) -> Iterator[Batch]:
-    """``records`` in batches of ``size``, each with its rows, and the accepted rows written
-    out for ``dialect`` once per service of ``services``."""
-    for chunk in batched(records, size):
+    """``records`` in batches of ``size`` (the first of ``first``, when given), each with its
+    rows, and the accepted rows written out for ``dialect`` once per service of ``services``."""
+    for chunk in batched(records, size, first):
         rows = [to_new_item(r) for r in chunk if isinstance(r, Accepted)]
         bad = [r for r in chunk if isinstance(r, Rejected)]
         encoded = {s: store.encode_rows(dialect, rows, s) for s in services} if rows else {}

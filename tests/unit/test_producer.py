@@ -78,7 +78,12 @@ def source(tmp_path: Path) -> Path:
 
 
 def enqueue(
-    engine: sa.Engine, settings: Settings, app: Celery, source: Path, batch_size: int = 3
+    engine: sa.Engine,
+    settings: Settings,
+    app: Celery,
+    source: Path,
+    batch_size: int = 3,
+    first_batch: int = producer.FIRST_BATCH,
 ) -> tuple[producer.EnqueueSummary, list[int]]:
     """Enqueue ``source`` into job ``j``; returns the summary and how many messages each
     top-up published."""
@@ -92,7 +97,9 @@ def enqueue(
         return n
 
     records = read_inputs([str(source)])
-    summary = producer.enqueue_records(engine, job, records, counted, batch_size=batch_size)
+    summary = producer.enqueue_records(
+        engine, job, records, counted, batch_size=batch_size, first_batch=first_batch
+    )
     return summary, per_call
 
 
@@ -142,6 +149,16 @@ def test_each_top_up_publishes_the_rows_it_took_once_each(
     states = item_states(engine)
     assert sorted(published) == sorted(i for i, s in states.items() if s == "queued")
     assert not any(states[i] == "rejected" for i in published)  # never a rejected line
+
+
+def test_the_first_top_up_comes_after_a_smaller_first_batch(
+    engine: sa.Engine, settings: Settings, app: Celery, source: Path, published: list[int]
+) -> None:
+    summary, per_call = enqueue(engine, settings, app, source, batch_size=5, first_batch=1)
+
+    assert per_call[0] == 1  # the first image is published before the next lines are inserted
+    assert len(per_call) == 3  # 7 lines: 1, then batches of 5 and 1
+    assert sum(per_call) == summary.published == GOOD
 
 
 def test_a_copy_line_escapes_what_copy_text_would_misread() -> None:
