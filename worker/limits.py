@@ -36,8 +36,9 @@ by one Lua script per permit running inside Redis:
 * **A learned margin** (the worker's limiter). Permits aim at ``qps`` times a :class:`Margin`
   kept in the same hash: a 403 within 15 % of that ceiling is jitter and lowers it a little
   (the first in 5 s does only that; a later one also cuts gently); it creeps back up while no
-  403 comes. A lower cap shows as ten 403s in a second, a 403 further down, or a third mild
-  reaction in a row (3 s apart at most): those halve (``worker.limits_lua``).
+  403 comes. A lower cap shows as a volley of 403s within a second as many as a tenth of a
+  second's permits (ten at least), a 403 further down, or a third mild reaction in a row (3 s
+  apart at most): those halve (``worker.limits_lua``).
 
 The configured ``qps`` travels with every call instead of living in Redis: raising
 ``IMGMOD_QPS`` takes effect on the next permit without flushing anything. If Redis restarts, the

@@ -80,8 +80,9 @@ return {1, wait, now + wait}
 # Cuts the shared rate unless it was cut (or the margin lowered) less than window_us ago:
 # {1 cut / 2 margin lowered only / 0 nothing, the rate now in force as a string}. With a
 # learned margin (step > 0), near the ceiling a 403 widens the margin (and cuts gently when
-# another did within 5 s); below it, on a tenth 403 of a volley, or on a third mild reaction
-# in a row (each within 3 s of the last), it cuts by `factor`.
+# another did within 5 s); below it, when a volley's 403s reach a tenth of a second's permits
+# (ten at least), or on a third mild reaction in a row (each within 3 s of the last), it cuts
+# by `factor`.
 THROTTLED_LUA = (
     EFFECTIVERATE_LUA
     + """
@@ -107,9 +108,11 @@ local function quiet(at) local s = since(at) return not s or s > 5000000 end
 for _, at in ipairs({state[2], state[7]}) do -- a volley of 403s is one signal
   local s = since(at)
   if s and s >= 0 and s < tonumber(ARGV[5]) then
-    -- The same volley. Jitter makes a few 403s; a tenth after a mild reaction is a service
-    -- that now allows less than we send: cut fully at once.
-    if learn and redis.call('HINCRBY', KEYS[1], 'volley', 1) == 10 and state[5] == '1' then
+    -- The same volley. Jitter makes a few 403s; a tenth of a second's permits (ten at least)
+    -- after a mild reaction is a service that now allows less than we send: cut fully at
+    -- once. Relative to the rate: a 20 ms stall at 1,000/s bunches twenty calls, jitter still.
+    local dense = math.max(10, math.floor(rate / 10))
+    if learn and redis.call('HINCRBY', KEYS[1], 'volley', 1) == dense and state[5] == '1' then
       return cut_to(tonumber(ARGV[3]), 0)
     end
     return {0, string.format('%.6f', rate)}

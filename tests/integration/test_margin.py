@@ -67,6 +67,25 @@ def test_a_dense_volley_of_403s_is_a_lower_cap_and_cuts_fully_at_once(client: re
     assert lim.current()[0] == pytest.approx(48, rel=0.01)
 
 
+def test_a_dense_volley_is_a_tenth_of_a_second_s_permits_at_a_higher_cap(
+    client: redis.Redis,
+) -> None:
+    lim = RateLimiter(
+        client,
+        key=f"test:margin:{uuid.uuid4().hex}",
+        qps=1000,
+        margin=Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0),
+        decrease_window=2.0,  # one volley however slow a loaded box makes 96 round trips
+        increase_per_second=0.001,
+    )
+    for _ in range(10):  # at 1,000/s ten 403s in a volley are a 10 ms bunch: still jitter
+        lim.on_throttled()
+    assert lim.current() == (pytest.approx(960), pytest.approx(0.96))
+    for _ in range(86):  # 96 in the volley: a tenth of a second's permits
+        lim.on_throttled()
+    assert lim.current()[0] == pytest.approx(480, rel=0.01)
+
+
 def test_a_second_403_soon_after_is_a_lower_cap_and_cuts_the_rate(client: redis.Redis) -> None:
     lim = limiter(client, Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0))
     lim.on_throttled()
