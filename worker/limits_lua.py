@@ -111,8 +111,10 @@ for _, at in ipairs({state[2], state[7]}) do -- a volley of 403s is one signal
     -- The same volley. Jitter makes a few 403s; a tenth of a second's permits (ten at least)
     -- after a mild reaction is a service that now allows less than we send: cut fully at
     -- once. Relative to the rate: a 20 ms stall at 1,000/s bunches twenty calls, jitter still.
+    -- At or past it (the rate, and so `dense`, may grow within the volley); the cut clears
+    -- 'mild', so it happens once.
     local dense = math.max(10, math.floor(rate / 10))
-    if learn and redis.call('HINCRBY', KEYS[1], 'volley', 1) == dense and state[5] == '1' then
+    if learn and redis.call('HINCRBY', KEYS[1], 'volley', 1) >= dense and state[5] == '1' then
       return cut_to(tonumber(ARGV[3]), 0)
     end
     return {0, string.format('%.6f', rate)}
