@@ -38,7 +38,8 @@ by one Lua script per permit running inside Redis:
   (the first in 5 s does only that; a later one also cuts gently); it creeps back up while no
   403 comes. A lower cap shows as a volley of 403s within a second as many as a tenth of a
   second's permits (ten at least), a 403 further down, or a third mild reaction in a row (3 s
-  apart at most): those halve (``worker.limits_lua``).
+  apart at most, the third before the gentle cut has recovered): those halve
+  (``worker.limits_lua``).
 
 The configured ``qps`` travels with every call instead of living in Redis: raising
 ``IMGMOD_QPS`` takes effect on the next permit without flushing anything. If Redis restarts, the

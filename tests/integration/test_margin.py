@@ -139,6 +139,26 @@ def test_a_third_mild_reaction_in_a_row_is_a_lower_cap_and_cuts_fully(
     assert lim.current()[0] == pytest.approx(43.2, rel=0.02)
 
 
+def test_lone_403s_once_the_rate_is_back_at_the_ceiling_are_not_strikes(
+    client: redis.Redis,
+) -> None:
+    lim = RateLimiter(
+        client,
+        key=f"test:margin:{uuid.uuid4().hex}",
+        qps=100,
+        margin=Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0),
+        decrease_window=0.2,
+        increase_per_second=100.0,  # recovery as fast as the bound allows: 10 % of the cut/s
+    )
+    lim.on_throttled()  # margin 0.96, no cut
+    wait_until(lambda: _older_than(lim, "lowered_at", 0.25), 5, "the volley window to pass")
+    lim.on_throttled()  # margin 0.94, gentle cut to 86.4
+    assert lim.current()[0] < 0.97 * 94
+    wait_until(lambda: lim.current()[0] >= 0.97 * 94, 5, "the rate to recover")
+    lim.on_throttled()  # jitter at the full rate again: a gentle cut at most, never a halving
+    assert lim.current()[0] > 0.85 * 92
+
+
 def test_a_403_well_below_the_ceiling_halves_the_rate(client: redis.Redis) -> None:
     lim = limiter(client, Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0))
     for _ in range(10):
