@@ -39,7 +39,9 @@ def urls(first: int, count: int) -> list[Accepted]:
 
 def test_an_enqueue_into_a_new_table_leaves_it_analyzed(engine: sa.Engine) -> None:
     job = store.get_or_create_job(engine, "fresh", SERVICE, "")
-    summary = producer.enqueue_records(engine, job, urls(0, 3000), lambda: 0, batch_size=1000)
+    summary = producer.enqueue_records(
+        engine, job, urls(0, 3000), lambda: 0, batch_size=1000, first_batch=1000
+    )
     assert summary.accepted == 3000
     if engine.dialect.name == "sqlite":
         return  # nothing to look at: refresh_planner_statistics is a no-op there
@@ -48,11 +50,12 @@ def test_an_enqueue_into_a_new_table_leaves_it_analyzed(engine: sa.Engine) -> No
 
 def test_analyzes_only_when_the_planner_believes_under_half(engine: sa.Engine) -> None:
     job = store.get_or_create_job(engine, "halves", SERVICE, "")
-    producer.enqueue_records(engine, job, urls(0, 1000), lambda: 0)
+    one_batch = {"first_batch": producer.BATCH_SIZE}  # each call below inserts in one batch
+    producer.enqueue_records(engine, job, urls(0, 1000), lambda: 0, **one_batch)
     postgres = engine.dialect.name == "postgresql"
     # 1,000 believed: 1,999 rows known is under double, 2,001 is over.
     assert store.refresh_planner_statistics(engine, 1999) is False
-    producer.enqueue_records(engine, job, urls(1000, 1500), lambda: 0)
+    producer.enqueue_records(engine, job, urls(1000, 1500), lambda: 0, **one_batch)
     if postgres:
         assert believed_rows(engine) == 1000  # 1,500 inserted by a call that knew only those
     assert store.refresh_planner_statistics(engine, 2001) is postgres
