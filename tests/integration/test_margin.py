@@ -18,6 +18,7 @@ from worker.processes import wait_until
 pytestmark = pytest.mark.service
 
 SECOND_US = 1_000_000
+LEARNING = Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0)  # learns, no regain
 
 
 @pytest.fixture
@@ -27,14 +28,22 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
     c.close()
 
 
-def limiter(client: redis.Redis, margin: Margin, key: str | None = None) -> RateLimiter:
+def limiter(
+    client: redis.Redis,
+    margin: Margin,
+    key: str | None = None,
+    *,
+    qps: float = 100,
+    decrease_window: float = 0.2,
+    increase_per_second: float = 0.001,  # by default no recovery from a cut within the test
+) -> RateLimiter:
     return RateLimiter(
         client,
         key=key or f"test:margin:{uuid.uuid4().hex}",
-        qps=100,
+        qps=qps,
         margin=margin,
-        decrease_window=0.2,
-        increase_per_second=0.001,  # no recovery from a cut within the test
+        decrease_window=decrease_window,
+        increase_per_second=increase_per_second,
     )
 
 
@@ -70,13 +79,11 @@ def test_a_dense_volley_of_403s_is_a_lower_cap_and_cuts_fully_at_once(client: re
 def test_a_dense_volley_is_a_tenth_of_a_second_s_permits_at_a_higher_cap(
     client: redis.Redis,
 ) -> None:
-    lim = RateLimiter(
+    lim = limiter(
         client,
-        key=f"test:margin:{uuid.uuid4().hex}",
+        LEARNING,
         qps=1000,
-        margin=Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0),
         decrease_window=2.0,  # one volley however slow a loaded box makes 96 round trips
-        increase_per_second=0.001,
     )
     for _ in range(10):  # at 1,000/s ten 403s in a volley are a 10 ms bunch: still jitter
         lim.on_throttled()
@@ -142,12 +149,9 @@ def test_a_third_mild_reaction_in_a_row_is_a_lower_cap_and_cuts_fully(
 def test_lone_403s_once_the_rate_is_back_at_the_ceiling_are_not_strikes(
     client: redis.Redis,
 ) -> None:
-    lim = RateLimiter(
+    lim = limiter(
         client,
-        key=f"test:margin:{uuid.uuid4().hex}",
-        qps=100,
-        margin=Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0),
-        decrease_window=0.2,
+        LEARNING,
         increase_per_second=100.0,  # recovery as fast as the bound allows: 10 % of the cut/s
     )
     lim.on_throttled()  # margin 0.96, no cut
