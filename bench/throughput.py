@@ -255,7 +255,8 @@ def run_one(
 ) -> Figures:
     # Each run starts as a user's job does: no limiter schedule and no learned margin in
     # Redis (a run right after another inherited both, and skipped the warm start).
-    redis.Redis.from_url(broker_url).flushall()
+    with redis.Redis.from_url(broker_url) as client:
+        client.flushall()
     with fresh_database(db) as url:
         env = pipeline_env(url, broker_url, emulator.url, args.qps * args.margin)
         env.update(IMGMOD_LOG_LEVEL=args.loglevel)
@@ -349,7 +350,7 @@ def run_one(
         calls_span=float(stats["last_call_at"] or 0) - float(stats["first_call_at"] or 0),
         tail=last - float(stats["last_call_at"] or last),
         first_queued=(first_queued.timestamp() - first) if first_queued else 0.0,
-        per_second=_every_second(stats["calls_by_second"]),
+        per_second=_every_second(stats.get("calls_by_second", {})),  # older emulators: none
         throttled=int(by_code.get("403", 0)),
         calls=sum(by_code.values()),
         billed=int(stats["billed"]),
