@@ -100,6 +100,7 @@ class Figures:
     worker_rss_mb: list[float]
     other_cpu: dict[str, float]
     states: dict[str, int]
+    commands: dict[str, int]  # Redis commands by name over the job (enqueue to last result)
 
     def report(self) -> str:
         ideal = self.n / self.qps
@@ -134,6 +135,13 @@ class Figures:
             + ", ".join(f"{mb:.0f} MiB" for mb in self.worker_rss_mb),
             "  other CPU per image (ms)        "
             + ", ".join(f"{k} {1000 * v / self.n:.2f}" for k, v in self.other_cpu.items()),
+            f"  Redis commands per image        {sum(self.commands.values()) / self.n:9.2f}   "
+            "("
+            + ", ".join(
+                f"{name} {calls / self.n:.2f}"
+                for name, calls in sorted(self.commands.items(), key=lambda kv: -kv[1])[:6]
+            )
+            + ")",
             f"  final states                    {self.states}",
         ]
         return "\n".join(rows)
@@ -294,6 +302,8 @@ def run_one(
         worker_cpu0 = sum(cpu_seconds(w.process.pid) for w in workers)
         worker_sys0 = system_seconds([w.process.pid for w in workers])
         children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with redis.Redis.from_url(broker_url) as client:
+            client.config_resetstat()  # the job's own commands only (broker, limiter, answers)
         enqueue = imgmod(env, "enqueue", str(source), "--job", "bench")
         engine = store.make_engine(url)
         deadline = time.monotonic() + args.n / args.qps * 3 + 120
@@ -317,6 +327,11 @@ def run_one(
         other["enqueue"] = (children.ru_utime + children.ru_stime) - (
             children0.ru_utime + children0.ru_stime
         )
+        with redis.Redis.from_url(broker_url) as client:
+            commands = {
+                name.removeprefix("cmdstat_"): int(v["calls"])
+                for name, v in client.info("commandstats").items()
+            }
         logs = "".join(w.log() for w in workers)
         limiter_events = (logs.count("margin on"), logs.count("cut to"))
         rss = [
@@ -363,6 +378,7 @@ def run_one(
         worker_rss_mb=rss,
         other_cpu=other,
         states=states,
+        commands=commands,
     )
 
 

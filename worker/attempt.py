@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import redis
@@ -24,6 +25,7 @@ from worker.durable import (
     store_answer,
     store_answers,
     take_parked_answer,
+    take_parked_answers,
     with_db_retries,
 )
 from worker.errors import ModerationError, Throttled, TransportError
@@ -71,8 +73,31 @@ def log_outcome(item: store.ClaimedItem, code: object, request_id: str | None, w
     )
 
 
+LOOK_UP = object()  # no answer looked up for the row yet: attempt() asks Redis itself
+
+
+def parked_answers(rt: Runtime, items: Sequence[store.ClaimedItem]) -> dict[int, object]:
+    """The answers parked for a message's claimed rows, looked up in one round trip before
+    they go to the call threads (each then skips its own ``GET``): by item id, None for a row
+    with none. Redis failing here is not decided here: the result is empty and each row asks
+    on its own in :func:`attempt`, where a Redis that is away hands the row back as always."""
+    if len(items) < 2:
+        return {}
+    try:
+        found = take_parked_answers(rt, [slot_of(item) for item in items])
+    except redis.RedisError as exc:
+        log.debug("parked answers of %d items not looked up at once: %s", len(items), exc)
+        return {}
+    return {item.id: answer for item, answer in zip(items, found, strict=True)}
+
+
 def attempt(
-    rt: Runtime, item: store.ClaimedItem, owner: str, retries: int, billed: Billed | None = None
+    rt: Runtime,
+    item: store.ClaimedItem,
+    owner: str,
+    retries: int,
+    billed: Billed | None = None,
+    parked: object = LOOK_UP,
 ) -> str:
     """The claimed row's attempt: a permit, then a parked answer if there is one, else a call;
     returns the state it left the row in, or raises :class:`~worker.retry.Later`.
@@ -81,7 +106,9 @@ def attempt(
     order keeps one outcome for a Redis that is away ("limiter unavailable": hand the row back).
     The permit is booked first and its slot waited for last, just before the send: the checks,
     the budget unit and the signature are done meanwhile (:class:`worker.permits.Booking`).
-    ``retries``: the message's retry count (a backend outage's wait grows with it). With
+    ``retries``: the message's retry count (a backend outage's wait grows with it).
+    ``parked``: the row's parked answer (or None) as :func:`parked_answers` found it with the
+    message's others; not given, it is looked up here, after the permit. With
     ``billed``, an answer parked in Redis is left there for the message's one transaction
     (:meth:`Billed.store`) and ``"billed"`` returned; an answer Redis did not take is stored
     at once, so a crash can still only re-bill the calls on the wire.
@@ -91,11 +118,12 @@ def attempt(
         booking = rt.limiter.book()  # the permit is ours now; its slot may be a second away
     except LimiterUnavailable as exc:
         return _release_for_later(rt, item, owner, "limiter", exc, retries)
-    try:
-        parked = take_parked_answer(rt, slot)
-    except redis.RedisError as exc:
-        return _release_for_later(rt, item, owner, "redis", exc, retries)
-    if parked is not None:
+    if parked is LOOK_UP:
+        try:
+            parked = take_parked_answer(rt, slot)
+        except redis.RedisError as exc:
+            return _release_for_later(rt, item, owner, "redis", exc, retries)
+    if isinstance(parked, ModerationResponse):
         outcome = store_answer(rt, item, owner, parked, parked=True)
         log_outcome(item, 200, parked.request_id, f"{outcome} (answer recovered, not billed again)")
         return outcome

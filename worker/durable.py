@@ -96,6 +96,16 @@ def take_parked_answer(rt: Runtime, slot: AnswerSlot) -> ModerationResponse | No
     return None if raw is None else parse_response(raw, http_status=200)
 
 
+def take_parked_answers(
+    rt: Runtime, slots: Sequence[AnswerSlot]
+) -> list[ModerationResponse | None]:
+    """:func:`take_parked_answer` for a message's rows, in one round trip; the same error."""
+    if rt.answers is None:
+        return [None] * len(slots)
+    raws = rt.answers.find_many(slots)
+    return [None if raw is None else parse_response(raw, http_status=200) for raw in raws]
+
+
 def _refusal(exc: BaseException) -> str:
     """The database's own words, first line only (a PostgreSQL DETAIL may quote the data)."""
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()

@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from worker import store
 from worker.app import process_app, process_settings
-from worker.attempt import Billed, attempt
+from worker.attempt import LOOK_UP, Billed, attempt, parked_answers
 from worker.retry import Later, backend_wait, countdown, look_again_after
 from worker.runtime import Runtime, current_runtime, new_owner, process_runtime
 from worker.store import ClaimedItem
@@ -102,8 +102,11 @@ def _moderate_message(self: Task, rt: Runtime, ids: list[int]) -> str:
     retries = self.request.retries
     side_by_side: dict[int, Future[str]] = {}
     if billed is not None and rt.calls is not None:
+        parked = parked_answers(rt, claimed)  # one MGET for the message, not a GET per row
         for one in claimed:
-            side_by_side[one.id] = rt.calls.submit(_attempt, rt, one, owner, retries, billed)
+            side_by_side[one.id] = rt.calls.submit(
+                _attempt, rt, one, owner, retries, billed, parked.get(one.id, LOOK_UP)
+            )
     try:
         for item_id in dict.fromkeys(ids):
             item = by_id.get(item_id)
@@ -140,13 +143,15 @@ def _moderate_message(self: Task, rt: Runtime, ids: list[int]) -> str:
     return ",".join(outcomes[i] for i in dict.fromkeys(ids))
 
 
-def _attempt(rt: Runtime, item: ClaimedItem, owner: str, retries: int, billed: Billed) -> str:
+def _attempt(
+    rt: Runtime, item: ClaimedItem, owner: str, retries: int, billed: Billed, parked: object
+) -> str:
     """:func:`~worker.attempt.attempt` in a call thread, letting go of the row as soon as it
     is over (unless its answer waits for the message's transaction): the heartbeat must not
     renew, nor report lost, a row already handed back or closed."""
     outcome = "error"
     try:
-        outcome = attempt(rt, item, owner, retries, billed)
+        outcome = attempt(rt, item, owner, retries, billed, parked)
         return outcome
     finally:
         if outcome != "billed":

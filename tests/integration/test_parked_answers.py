@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,9 +16,19 @@ import sqlalchemy as sa
 
 from tests.support import run_imgmod, running_emulator, wait_until
 from worker import store
+from worker.attempt import parked_answers
+from worker.durable import slot_of
 from worker.emulator import TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET
-from worker.processes import WorkerProcess, start_worker
-from worker.store.answers import ANSWER_TTL_S, KEY_PREFIX, AnswerSlot, ParkedAnswers
+from worker.params import ImageRef
+from worker.processes import WorkerProcess, free_port, start_worker
+from worker.results import ModerationResponse
+from worker.store.answers import (
+    ANSWER_TTL_S,
+    KEY_PREFIX,
+    AnswerSlot,
+    ParkedAnswers,
+    encode,
+)
 
 pytestmark = pytest.mark.service
 
@@ -200,3 +211,48 @@ def test_an_answer_with_nul_and_nan_is_stored_once_on_postgresql(
     assert result.ext["TextInImage"]["Score"] == "Infinity"
     assert result.raw["Data"]["Result"][0]["Confidence"] == "NaN"
     assert "database unavailable" not in worker.log()
+
+
+def _claimed(item_id: int, job_key: str = "job-key-a") -> store.ClaimedItem:
+    return store.ClaimedItem(
+        id=item_id,
+        job_id=1,
+        kind="url",
+        ref=ImageRef(image_url=f"http://127.0.0.1:9/{item_id}.png"),
+        attempts=1,
+        service="baselineCheck_global",
+        info_type="",
+        job_key=job_key,
+    )
+
+
+def test_a_message_s_parked_answers_are_looked_up_in_one_round_trip(redis_url: str) -> None:
+    """The task looks up its message's rows at once (worker.attempt.parked_answers): each row
+    gets its own answer or None, a foreign answer under a row's key is not its answer, and
+    the look-up is a single MGET (counted by the server)."""
+    client = redis.Redis.from_url(redis_url)
+    rt = SimpleNamespace(answers=ParkedAnswers(client))
+    items = [_claimed(i) for i in (101, 102, 103)]
+    parked = ParkedAnswers(client)
+    parked.park(slot_of(items[0]), {"Code": 200, "RequestId": "R-101"})
+    # Another job's answer under the key of item 103 (a colliding key): not item 103's.
+    foreign = slot_of(_claimed(103, job_key="job-key-b"))
+    client.set(slot_of(items[2]).key, encode(foreign, {"Code": 200, "RequestId": "R-x"}))
+    before = client.info("commandstats").get("cmdstat_mget", {}).get("calls", 0)
+    try:
+        found = parked_answers(rt, items)  # type: ignore[arg-type]  # its answers are real
+        after = client.info("commandstats")["cmdstat_mget"]["calls"]
+    finally:
+        parked.clear(*(slot_of(item) for item in items))
+    assert after - before == 1
+    first = found[101]
+    assert isinstance(first, ModerationResponse) and first.request_id == "R-101"
+    assert found[102] is None and found[103] is None
+
+
+def test_a_message_s_look_up_with_redis_away_leaves_each_row_to_ask_itself() -> None:
+    """Redis away at the message's look-up decides nothing: no entry, so each row asks on
+    its own in attempt() and is handed back there, as a row of a one-id message is."""
+    away = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+    rt = SimpleNamespace(answers=ParkedAnswers(away))
+    assert parked_answers(rt, [_claimed(1), _claimed(2)]) == {}  # type: ignore[arg-type]
