@@ -65,6 +65,7 @@ from redis.retry import Retry
 
 from worker.limits_lua import ACQUIRE_LUA, RATE_LUA, THROTTLED_LUA
 from worker.limits_margin import NO_MARGIN, Margin
+from worker.permit_queue import PermitQueue, Run
 from worker.permits import Booking, Grant
 
 if TYPE_CHECKING:
@@ -163,6 +164,7 @@ class RateLimiter:
         self._throttled_script: Script = client.register_script(THROTTLED_LUA)
         self._rate_script: Script = client.register_script(RATE_LUA)
         self._lock = threading.Lock()
+        self._queue = PermitQueue()
         self._pid = os.getpid()
         self._stats_lock = threading.Lock()
         self._round_trips = 0
@@ -201,22 +203,35 @@ class RateLimiter:
 
     def book(self, timeout: float | None = None) -> Booking:
         """Book a permit without sleeping until it (:class:`Booking`); the same errors as
-        :meth:`acquire`. The slot is the caller's whether or not it then calls."""
+        :meth:`acquire`. The slot is the caller's whether or not it then calls.
+
+        Without a timeout (a worker's calls) the process's waiting threads are booked for
+        together, one script run for as many as the horizon allows
+        (:class:`worker.permit_queue.PermitQueue`); with one, alone."""
+        if timeout is None:
+            self._local_lock()  # a forked child's own queue
+            return self._queue.book(self._book_for_queue)
         start = time.monotonic()
-        deadline = None if timeout is None else start + max(0.0, timeout)
+        deadline = start + max(0.0, timeout)
         lock = self._local_lock()
-        if not lock.acquire(timeout=-1 if deadline is None else max(0.0, deadline - start)):
+        if not lock.acquire(timeout=max(0.0, deadline - start)):
             raise LimiterTimeout(f"no permit from {self.key!r} within {timeout:g} s")
         try:
-            wait_us, slot_us = self._book(deadline, timeout)
+            run = self._book(deadline, timeout)
         finally:
             lock.release()
-        return Booking(slot_us, time.monotonic() + wait_us / 1_000_000, start)
+        return Booking(run.slot_us, time.monotonic() + run.wait_us / 1_000_000, start)
+
+    def _book_for_queue(self, count: int) -> Run:
+        """Up to ``count`` permits for the queue's waiting threads (one with a timeout
+        books between two runs, as it queues on the same lock)."""
+        with self._local_lock():
+            return self._book(None, None, count)
 
     def try_acquire(self) -> float:
         """One round trip: ``0.0`` if a permit was granted now, else seconds until one may be."""
-        granted, wait_us, _ = self._run_acquire(0)
-        return 0.0 if granted else wait_us / 1_000_000
+        run = self._run_acquire(0)
+        return 0.0 if run.booked else run.wait_us / 1_000_000
 
     def on_throttled(self) -> None:
         """The service said 403: cut the shared rate, once per ``decrease_window``."""
@@ -259,15 +274,17 @@ class RateLimiter:
         )
         return float(rate), float(margin)
 
-    def _book(self, deadline: float | None, timeout: float | None) -> tuple[int, int]:
-        """Book a slot within the horizon (and the deadline), polling Redis until one is free."""
+    def _book(self, deadline: float | None, timeout: float | None, count: int = 1) -> Run:
+        """Book up to ``count`` slots within the horizon (and the deadline), polling Redis
+        until the first is free."""
         horizon_us = int(self.horizon * 1_000_000)
         while True:
             remaining_us = None if deadline is None else int((deadline - time.monotonic()) * 1e6)
             max_wait = horizon_us if remaining_us is None else max(0, min(horizon_us, remaining_us))
-            granted, wait_us, slot_us = self._run_acquire(max_wait)
-            if granted:
-                return wait_us, slot_us
+            run = self._run_acquire(max_wait, count)
+            if run.booked:
+                return run
+            wait_us = run.wait_us
             if remaining_us is not None and wait_us + max_wait > remaining_us:
                 raise LimiterTimeout(
                     f"no permit from {self.key!r} within {timeout:g} s: the next one is "
@@ -280,9 +297,9 @@ class RateLimiter:
                 pause = min(pause, max(0.0, deadline - time.monotonic()))
             time.sleep(pause)
 
-    def _run_acquire(self, max_wait_us: int) -> tuple[bool, int, int]:
-        """(granted, µs to wait, booked slot in server µs or 0) for one script run."""
-        granted, wait_us, slot_us = self._call(
+    def _run_acquire(self, max_wait_us: int, count: int = 1) -> Run:
+        """One script run, booking up to ``count`` permits."""
+        granted, wait_us, slot_us, booked, interval_us = self._call(
             self._acquire_script,
             self.qps,
             self.increase_per_second,
@@ -292,8 +309,9 @@ class RateLimiter:
             self.recover_fraction,
             *self.margin.args(),
             self.warm_start,
+            count,
         )
-        return bool(granted), int(wait_us), int(slot_us)
+        return Run(int(booked) if granted else 0, int(wait_us), int(slot_us), int(interval_us))
 
     def _call(self, script: Script, *args: float | int) -> Any:
         with self._stats_lock:
@@ -307,9 +325,11 @@ class RateLimiter:
             ) from exc
 
     def _local_lock(self) -> threading.Lock:
-        """The per-process queue of bookers; a fresh one after fork (the parent's may be held)."""
+        """The per-process lock of bookers; a fresh one (and a fresh queue) after fork: the
+        parent's may be held, or mid-turn."""
         if os.getpid() != self._pid:
             self._lock = threading.Lock()
+            self._queue = PermitQueue()
             self._pid = os.getpid()
         return self._lock
 

@@ -38,8 +38,10 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 # KEYS[1] state hash; ARGV: qps, increase/s, burst, max_wait_us, ttl_ms, recover_fraction,
 # margin start, most, least, regain/s (the rate aims at qps x the learned margin), warm start
 # (a fresh schedule begins as if just cut to this share of its rate; 1: at the full rate).
-# Books the next permit if it is at most max_wait_us away: {1, wait_us, slot_us}.
-# Otherwise takes nothing: {0, us until a slot within max_wait_us may exist, 0}.
+# ARGV[12], count: permits wanted (1 when absent). Books the next permit if it is at most
+# max_wait_us away, and after it up to count - 1 more, one interval apart, as long as each is
+# within max_wait_us: {1, wait_us, slot_us, permits booked, interval_us}. Otherwise takes
+# nothing: {0, us until a slot within max_wait_us may exist, 0, 0, interval_us}.
 # Microsecond values stay below 2^53, exact in Lua's doubles; written with %.0f because
 # tostring() would round them to 14 digits.
 ACQUIRE_LUA = (
@@ -64,14 +66,18 @@ local tat = tonumber(state[1]) or now
 if tat < now then tat = now end
 local wait = tat - tau - now
 local max_wait = tonumber(ARGV[4])
-if wait > max_wait then return {0, wait - max_wait, 0} end
+if wait > max_wait then return {0, wait - max_wait, 0, 0, interval} end
 if wait < 0 then wait = 0 end
-redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', tat + interval))
+-- Several permits in one run: the i-th at slot + i * interval, exactly where i runs of one
+-- permit would have put them, and none beyond max_wait (so a cut still acts within it).
+local count = math.max(1, math.floor(tonumber(ARGV[12]) or 1))
+local n = math.min(count, math.floor((max_wait - wait) / interval) + 1)
+redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', tat + n * interval))
 if not state[4] then -- the margin's clock starts with the first permit: it regains from here
   redis.call('HSET', KEYS[1], 'margin', ARGV[7], 'margin_at', string.format('%.0f', now))
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return {1, wait, now + wait}
+return {1, wait, now + wait, n, interval}
 """
 )
 

@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from worker.limits import LimiterTimeout, LimiterUnavailable, RateLimiter
+from worker.permits import Booking
 from worker.processes import PrivateRedis, free_port, wait_until
 
 SECOND_US = 1_000_000
@@ -339,3 +340,60 @@ def test_a_warm_start_outside_zero_to_one_is_refused(client: redis.Redis) -> Non
     for bad in (0.0, 1.5, -1.0):
         with pytest.raises(ValueError, match="warm_start"):
             RateLimiter(client, qps=100, warm_start=bad)
+
+
+def _book_together(limiter: RateLimiter, threads: int) -> list[object]:
+    """``threads`` threads call ``limiter.book()`` at once; each one's booking or error."""
+    start = threading.Barrier(threads)
+    got: list[object] = [None] * threads
+
+    def ask(i: int) -> None:
+        start.wait()
+        try:
+            got[i] = limiter.book()
+        except Exception as exc:  # noqa: BLE001 - the test reads what each thread got
+            got[i] = exc
+
+    pool = [threading.Thread(target=ask, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in pool), "a thread is still waiting for its permit"
+    return got
+
+
+@pytest.mark.service
+def test_threads_asking_together_are_booked_together_each_slot_its_own(
+    client: redis.Redis, key: str
+) -> None:
+    """A process's waiting threads are booked for in few script runs (worker.permit_queue),
+    and each gets its own slot, one interval after the last, as one run each would give."""
+    limiter = RateLimiter(client, key=key, qps=100)
+    got = _book_together(limiter, 40)
+    slots = sorted(b.slot_us for b in got if isinstance(b, Booking))
+    assert len(slots) == 40, got
+    assert min(b - a for a, b in zip(slots, slots[1:], strict=False)) >= 10_000  # 1e6 / 100
+    assert max_in_window(slots) <= 100
+    assert limiter.round_trips < 20  # one run each: 40
+
+
+@pytest.mark.service
+def test_one_run_books_no_permit_beyond_the_horizon(client: redis.Redis, key: str) -> None:
+    """Ten permits asked at 10/s with 250 ms left to wait: the 0, 100 and 200 ms slots only."""
+    limiter = RateLimiter(client, key=key, qps=10)
+    run = limiter._run_acquire(250_000, 10)
+    assert (run.booked, run.wait_us, run.interval_us) == (3, 0, 100_000)
+    nxt = limiter._run_acquire(0, 1)  # the schedule moved by the three: the next is 300 ms on
+    assert nxt.booked == 0 and 250_000 < nxt.wait_us <= 300_000
+
+
+def test_redis_down_fails_every_thread_asking_together_with_a_clear_error() -> None:
+    """Threads queued behind one script run that fails each raise their own error, promptly:
+    none is left waiting, and none gets a permit."""
+    limiter = RateLimiter.from_url(f"redis://127.0.0.1:{free_port()}/0", qps=10)
+    started = time.monotonic()
+    got = _book_together(limiter, 8)
+    assert all(isinstance(e, LimiterUnavailable) for e in got), got
+    assert len({id(e) for e in got}) == 8  # each thread its own exception object
+    assert time.monotonic() - started < 10

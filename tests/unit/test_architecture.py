@@ -60,6 +60,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "worker.limits_lua",
             "worker.limits_margin",  # the share of the cap the limiter's permits aim at
             "worker.permits",  # a permit granted, or booked and not yet due
+            "worker.permit_queue",  # a process's threads booked for together, one at a turn
             "worker.budget",  # a unit reserved in Redis before each call; the SQL ledger
             "worker.budget_lua",
             "worker.client",
