@@ -136,10 +136,10 @@ class Figures:
             "  other CPU per image (ms)        "
             + ", ".join(f"{k} {1000 * v / self.n:.2f}" for k, v in self.other_cpu.items()),
             f"  Redis commands per image        {sum(self.commands.values()) / self.n:9.2f}   "
-            "("
+            "(those run by scripts included; "
             + ", ".join(
                 f"{name} {calls / self.n:.2f}"
-                for name, calls in sorted(self.commands.items(), key=lambda kv: -kv[1])[:6]
+                for name, calls in sorted(self.commands.items(), key=lambda kv: -kv[1])[:8]
             )
             + ")",
             f"  final states                    {self.states}",
