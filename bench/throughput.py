@@ -26,6 +26,7 @@ two. ``--margin`` scales IMGMOD_QPS (1.0: the limiter's learned margin alone).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -353,6 +354,10 @@ def run_one(
             args.logs.mkdir(parents=True, exist_ok=True)
             for w in workers:
                 shutil.copy(w.log_path, args.logs / w.log_path.name)
+            # The emulator's calls and 403s per second, to lay beside the workers' logs.
+            (args.logs / f"{db}-emulator-seconds.json").write_text(
+                json.dumps({k: stats.get(k) for k in ("calls_by_second", "by_code")}, indent=1)
+            )
     billed_by_image: dict[str, int] = stats["billed_by_image"]
     by_code: dict[str, int] = stats["by_code"]
     return Figures(
