@@ -95,23 +95,13 @@ def with_keys(item: store.NewItem) -> store.NewItem:
     return replace(item, identity=keys.identity, content_key=keys.content_key)
 
 
-# How fast batches grow from the first to ``size``: 500, 2,000, 8,000, then 10,000.
-RAMP = 4
-
-
 def batched(records: Iterable[Any], size: int, first: int | None = None) -> Iterator[list[Any]]:
-    """``records`` in lists of ``size``; when ``first`` is given, the first list holds that
-    many and each next one ``RAMP`` times more, up to ``size``.
-
-    Why a ramp, not ``first`` then ``size``: on SQLite the workers' first claims wait for the
-    one write lock, held by the producer's insert of the batch after the first; a full batch
-    held it 0.3-0.5 s on a 2-core box (the first call came 0.55 s after the first row), one of
-    2,000 rows a fifth of that."""
+    """``records`` in lists of ``size``; the first of ``first`` when given (a smaller one)."""
     it = iter(records)
     take = size if first is None else min(first, size)
     while chunk := list(islice(it, take)):
         yield chunk
-        take = min(size, take * RAMP)
+        take = size
 
 
 @dataclass(frozen=True)

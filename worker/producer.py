@@ -53,8 +53,7 @@ if TYPE_CHECKING:
 BATCH_SIZE = 10_000
 # The first batch is smaller: its rows are the workers' first messages, and a full batch kept
 # them waiting for its whole insert (10,000 rows: 0.3 s before the first call, on a 2-core box
-# whose probe reads ~130 ms; 500 rows are a few seconds of calls at a 100/s cap). The next
-# batches grow from it (worker.new_rows.batched: 2,000, 8,000, then 10,000).
+# whose probe reads ~130 ms; 500 rows are a few seconds of calls at a 100/s cap).
 FIRST_BATCH = 500
 
 
@@ -94,8 +93,7 @@ def enqueue_records(
 ) -> EnqueueSummary:
     """Insert and count, topping the window up after each batch (so workers start while the
     input is still read); memory stays bounded by ``batch_size`` whatever the input, and the
-    first batch holds ``first_batch`` (fewer, so the workers start sooner; the next ones grow
-    from it, :func:`worker.new_rows.batched`). Counts add to
+    first batch holds ``first_batch`` (fewer, so the workers start sooner). Counts add to
     ``summary`` when given (one summary over several inputs).
 
     With ``reuse``, a new row whose image already has a stored answer in that scope takes a

@@ -49,10 +49,6 @@ def test_the_first_batch_is_smaller_so_the_workers_start_sooner(tmp_path) -> Non
     batches = list(prepare_batches(_records(tmp_path, lines), 5, "sqlite", SERVICES[:1], first=2))
     assert [b.lines for b in batches] == [2, 5, 5]
     assert [row.line for b in batches for row in b.rows] == list(range(1, 13))
-    # the batches grow from the first to the full size (RAMP times each)
-    forty = [f"https://example.com/{n}.jpg" for n in range(40)]
-    ramp = list(prepare_batches(_records(tmp_path, forty), 20, "sqlite", SERVICES[:1], first=1))
-    assert [b.lines for b in ramp] == [1, 4, 16, 19]
     # a first batch larger than the others is the others' size
     bigger = list(prepare_batches(_records(tmp_path, lines), 5, "sqlite", SERVICES[:1], first=9))
     assert [b.lines for b in bigger] == [5, 5, 2]
