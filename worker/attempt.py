@@ -79,13 +79,14 @@ LOOK_UP = object()  # no answer looked up for the row yet: attempt() asks Redis 
 def parked_answers(rt: Runtime, items: Sequence[store.ClaimedItem]) -> dict[int, object]:
     """The answers parked for a message's claimed rows, looked up in one round trip before
     they go to the call threads (each then skips its own ``GET``): by item id, None for a row
-    with none. Redis failing here is not decided here: the result is empty and each row asks
-    on its own in :func:`attempt`, where a Redis that is away hands the row back as always."""
+    with none. Nothing that fails here is decided here: the result is empty and each row asks
+    on its own in :func:`attempt`, where a Redis that is away hands the row back as always
+    (a shortcut must not turn one row's trouble into the whole message's)."""
     if len(items) < 2:
         return {}
     try:
         found = take_parked_answers(rt, [slot_of(item) for item in items])
-    except redis.RedisError as exc:
+    except Exception as exc:  # noqa: BLE001 - each row's own look-up decides, as without this
         log.debug("parked answers of %d items not looked up at once: %s", len(items), exc)
         return {}
     return {item.id: answer for item, answer in zip(items, found, strict=True)}

@@ -11,10 +11,11 @@ by one Lua script per permit running inside Redis:
   ``ceil(1e6 / T) <= ceil(rate)`` permits: exactly the cap for an integral QPS such as the
   vendor's 100. A ``burst`` of ``b`` adds at most ``ceil(b - 1)`` to that.
 * **Reservations within a horizon.** :meth:`RateLimiter.acquire` books the next free slot when it
-  is at most ``horizon`` seconds away and sleeps until it: one round trip per permit. Slots
-  further out are not booked, so a rate cut takes effect within ``horizon``; only one thread per
-  process polls for them (the others queue on a local lock), which keeps round trips per permit
-  near the number of processes even with hundreds of threads.
+  is at most ``horizon`` seconds away and sleeps until it. Slots further out are not booked, so
+  a rate cut takes effect within ``horizon``; only one thread per process polls for them, and it
+  books for the threads queued behind it too, in one run (:mod:`worker.permit_queue`; the
+  slots one run each would have given), so with hundreds of threads a permit costs a fraction
+  of a round trip.
 * **AIMD shared through Redis.** :meth:`RateLimiter.on_throttled` multiplies the shared rate by
   ``decrease_factor`` (at most once per ``decrease_window``, so a volley of 403s from many
   threads is one signal); a 403 while running at 95% or more of ``qps``, 5 s or more after the

@@ -68,8 +68,9 @@ local wait = tat - tau - now
 local max_wait = tonumber(ARGV[4])
 if wait > max_wait then return {0, wait - max_wait, 0, 0, interval} end
 if wait < 0 then wait = 0 end
--- Several permits in one run: the i-th at slot + i * interval, exactly where i runs of one
--- permit would have put them, and none beyond max_wait (so a cut still acts within it).
+-- Several permits in one run: the i-th at slot + i * interval, where i runs of one permit
+-- would have put them (with a burst above 1, no earlier), none beyond max_wait (so a cut
+-- still acts within it).
 local count = math.max(1, math.floor(tonumber(ARGV[12]) or 1))
 local n = math.min(count, math.floor((max_wait - wait) / interval) + 1)
 redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', tat + n * interval))
