@@ -68,7 +68,11 @@ class PermitQueue:
             serves = not self._serving
             self._serving = True
         if not serves:
-            me.ready.wait()
+            try:
+                me.ready.wait()
+            except BaseException:  # interrupted (a signal in the main thread): leave the line
+                self._leave(me)
+                raise
         if not me.answered():  # the first to ask, or woken for its turn: serve the queue
             self._serve(me, book_up_to)
         if me.error is not None:
@@ -101,6 +105,20 @@ class PermitQueue:
             with self._guard:
                 if self._waiting:
                     self._waiting[0].ready.set()  # its turn: it wakes unanswered and serves
+                else:
+                    self._serving = False
+
+    def _leave(self, me: _Asker) -> None:
+        """Take ``me`` out of the queue, passing the turn on if it had just been handed to
+        it: a thread that stops waiting must never hold up the ones behind it."""
+        with self._guard:
+            if me not in self._waiting:
+                return  # answered meanwhile: its permit goes unused, as an unused booking does
+            had_turn = self._waiting[0] is me and me.ready.is_set()
+            self._waiting.remove(me)
+            if had_turn:
+                if self._waiting:
+                    self._waiting[0].ready.set()
                 else:
                     self._serving = False
 
