@@ -264,9 +264,8 @@ def run_one(
 ) -> Figures:
     # Each run starts as a user's job does: no limiter schedule and no learned margin in
     # Redis (a run right after another inherited both, and skipped the warm start).
-    with redis.Redis.from_url(broker_url) as client:
-        client.flushall()
-    with fresh_database(db) as url:
+    with redis.Redis.from_url(broker_url) as admin, fresh_database(db) as url:
+        admin.flushall()
         env = pipeline_env(url, broker_url, emulator.url, args.qps * args.margin)
         env.update(IMGMOD_LOG_LEVEL=args.loglevel)
         if args.ids_per_message:
@@ -303,8 +302,7 @@ def run_one(
         worker_cpu0 = sum(cpu_seconds(w.process.pid) for w in workers)
         worker_sys0 = system_seconds([w.process.pid for w in workers])
         children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        with redis.Redis.from_url(broker_url) as client:
-            client.config_resetstat()  # the job's own commands only (broker, limiter, answers)
+        admin.config_resetstat()  # the job's own commands only (broker, limiter, answers)
         enqueue = imgmod(env, "enqueue", str(source), "--job", "bench")
         engine = store.make_engine(url)
         deadline = time.monotonic() + args.n / args.qps * 3 + 120
@@ -328,11 +326,10 @@ def run_one(
         other["enqueue"] = (children.ru_utime + children.ru_stime) - (
             children0.ru_utime + children0.ru_stime
         )
-        with redis.Redis.from_url(broker_url) as client:
-            commands = {
-                name.removeprefix("cmdstat_"): int(v["calls"])
-                for name, v in client.info("commandstats").items()
-            }
+        commands = {
+            name.removeprefix("cmdstat_"): int(v["calls"])
+            for name, v in admin.info("commandstats").items()
+        }
         logs = "".join(w.log() for w in workers)
         limiter_events = (logs.count("margin on"), logs.count("cut to"))
         rss = [

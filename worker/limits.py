@@ -210,8 +210,7 @@ class RateLimiter:
         together, one script run for as many as the horizon allows
         (:class:`worker.permit_queue.PermitQueue`); with one, alone."""
         if timeout is None:
-            self._local_lock()  # a forked child's own queue
-            return self._queue.book(self._book_for_queue)
+            return self._local_queue().book(self._book_for_queue)
         start = time.monotonic()
         deadline = start + max(0.0, timeout)
         lock = self._local_lock()
@@ -333,6 +332,11 @@ class RateLimiter:
             self._queue = PermitQueue()
             self._pid = os.getpid()
         return self._lock
+
+    def _local_queue(self) -> PermitQueue:
+        """The per-process queue of waiting threads (a fresh one after fork, with the lock)."""
+        self._local_lock()
+        return self._queue
 
     def _where(self) -> str:
         """Host, port and db of the client, never its password."""
