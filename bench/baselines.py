@@ -201,7 +201,8 @@ def report_script(
     print(f"  load average after    {loadavg()}", flush=True)
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
+    """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--qps", type=float, default=100.0)
     parser.add_argument("--latency-ms", type=float, default=300.0)
@@ -212,7 +213,11 @@ def main() -> None:
     parser.add_argument("--n-script", type=int, default=3000, help="user script images (0: skip)")
     parser.add_argument("--imgmod", action="store_true", help="then one default imgmod worker")
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = arguments().parse_args()
     print(
         f"baselines: official SDK, cap {args.qps:g}/s, latency {args.latency_ms:g}+0.."
         f"{args.jitter_ms:g} ms; load average {loadavg()}; CPU probe {cpu_probe():.0f} ms",
@@ -246,22 +251,24 @@ def main() -> None:
             imgmod_side(args, emulator, images)
 
 
+def imgmod_options(args: argparse.Namespace) -> argparse.Namespace:
+    """bench/throughput.py's options for the imgmod side: its own defaults (a hand-built list
+    once missed an option it had gained, and the run died after the script's), this run's job."""
+    import throughput
+
+    return throughput.arguments().parse_args(
+        [
+            *("--n", str(args.n_script or 3000), "--qps", str(args.qps), "--db", args.db),
+            *("--latency-ms", str(args.latency_ms), "--jitter-ms", str(args.jitter_ms)),
+        ]
+    )
+
+
 def imgmod_side(args: argparse.Namespace, emulator: EmulatorHandle, images: object) -> None:
     """The same job through one default ``imgmod worker`` (bench/throughput.py's run)."""
     import throughput
 
-    options = argparse.Namespace(
-        n=args.n_script or 3000,
-        qps=args.qps,
-        margin=1.0,
-        loglevel="INFO",
-        profile=None,
-        celery=False,
-        workers=1,
-        processes=0,
-        concurrency=None,
-        bare=400,
-    )
+    options = imgmod_options(args)
     time.sleep(1.1)
     with private_redis() as redis_server, tempfile.TemporaryDirectory() as tmp:
         assert redis_server.process is not None

@@ -384,7 +384,9 @@ def run_one(
     )
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
+    """The command line; ``bench/baselines.py --imgmod`` takes its defaults from here, so a new
+    option cannot leave that run without it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--qps", type=float, default=100.0)
@@ -417,7 +419,11 @@ def main() -> None:
         help="cProfile every worker process (all threads) into FILE.<db>.<pid>; CPU figures "
         "are then inflated",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = arguments().parse_args()
     dbs = ("sqlite", "postgresql") if args.db == "both" else (args.db,)
     print(
         f"throughput: n={args.n} qps={args.qps:g} latency={args.latency_ms:g}+0..{args.jitter_ms:g}"
