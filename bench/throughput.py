@@ -3,7 +3,7 @@
     .venv/bin/python bench/throughput.py [--n 5000] [--qps 100] [--latency-ms 300]
         [--jitter-ms 100] [--db sqlite|postgresql|both] [--workers 1] [--processes 0]
         [--concurrency N] [--celery] [--margin 1.0] [--loglevel INFO] [--bare 400]
-        [--ids-per-message N]
+        [--ids-per-message N] [--lateness]
 
 Everything is real except the API: the emulator (cap ``--qps``, latency + uniform jitter) and
 the sample image server, a private ``redis-server`` (broker and limiter), ``--workers``
@@ -20,7 +20,9 @@ Prints wall time, images/s, the ratio to the cap (ideal N/Q seconds over actual)
 every process of every group) and peak RSS per worker process (VmHWM), and, measured in the
 same run, the CPU of a bare signed API call (``--bare`` calls of imgmod's client from a
 thread pool in this process, paced under the cap: no queue, no database) and the ratio of the
-two. ``--margin`` scales IMGMOD_QPS (1.0: the limiter's learned margin alone).
+two. ``--margin`` scales IMGMOD_QPS (1.0: the limiter's learned margin alone). ``--lateness``
+turns on the workers' metrics endpoints and prints how late calls left after their permits'
+slots (bench/lateness.py: the host's share of the 403s); the metrics cost a little CPU.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import lateness
 import redis
 import sqlalchemy as sa
 from broker_memory import cpu_probe
@@ -102,6 +105,7 @@ class Figures:
     other_cpu: dict[str, float]
     states: dict[str, int]
     commands: dict[str, int]  # Redis commands by name over the job (enqueue to last result)
+    lateness: dict[float, float]  # calls left within each bucket after their slot (--lateness)
 
     def report(self) -> str:
         ideal = self.n / self.qps
@@ -136,6 +140,11 @@ class Figures:
             + ", ".join(f"{mb:.0f} MiB" for mb in self.worker_rss_mb),
             "  other CPU per image (ms)        "
             + ", ".join(f"{k} {1000 * v / self.n:.2f}" for k, v in self.other_cpu.items()),
+            *(
+                [f"  calls leaving after their slot  {lateness.describe(self.lateness)}"]
+                if self.lateness
+                else []
+            ),
             f"  Redis commands per image        {sum(self.commands.values()) / self.n:9.2f}   "
             "(those run by scripts included; "
             + ", ".join(
@@ -275,6 +284,7 @@ def run_one(
                 PYTHONPATH=str(Path(__file__).resolve().parent / "profiling"),
                 IMGMOD_BENCH_PROFILE=f"{args.profile}.{db}",
             )
+        metrics_bases: list[tuple[int, int]] = []  # (first port, processes) per group
         if args.celery:
             workers = [
                 start_worker(
@@ -286,9 +296,14 @@ def run_one(
                 for i in range(args.workers)
             ]
         else:
-            workers = [
-                start_group(env, tmp / f"{db}-worker{i}.log", args) for i in range(args.workers)
-            ]
+            workers = []
+            for i in range(args.workers):
+                group_env = dict(env)
+                if args.lateness:
+                    count = processes_for(args.processes, usable_cores())
+                    metrics_bases.append((lateness.free_ports(count), count))
+                    group_env.update(IMGMOD_METRICS_PORT=str(metrics_bases[-1][0]))
+                workers.append(start_group(group_env, tmp / f"{db}-worker{i}.log", args))
         bare = bare_call_cpu(emulator, images, args.bare, args.qps) if args.bare else 0.0
         source = tmp / f"{db}-input.txt"
         write_input(source, images, args.n)
@@ -345,6 +360,7 @@ def run_one(
             ).scalar()
             first_queued = conn.execute(sa.select(sa.func.min(store.items.c.queued_at))).scalar()
         engine.dispose()
+        late = lateness.scrape(base + i for base, count in metrics_bases for i in range(count))
         for w in workers:
             w.terminate(timeout=60)
         if args.logs:
@@ -381,6 +397,7 @@ def run_one(
         other_cpu=other,
         states=states,
         commands=commands,
+        lateness=late,
     )
 
 
@@ -412,6 +429,11 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--logs", type=Path, help="copy the workers' logs into this folder")
     parser.add_argument(
         "--ids-per-message", type=int, default=0, help="IMGMOD_IDS_PER_MESSAGE (0: the setting)"
+    )
+    parser.add_argument(
+        "--lateness",
+        action="store_true",
+        help="turn on the workers' metrics and print how late calls left after their slots",
     )
     parser.add_argument(
         "--profile",

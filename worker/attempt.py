@@ -153,7 +153,8 @@ def attempt(
     # Everything before the slot (the checks above, the signature): after it, only the send,
     # so calls reach the service as evenly spaced as their permits (worker.permits.Booking).
     signed = rt.client.prepare(item.service, ref, item.info_type)
-    rt.metrics.observe_wait(booking.wait().waited)
+    grant = booking.wait()
+    rt.metrics.observe_wait(grant.waited, grant.late)
     started = time.monotonic()
     try:
         with rt.metrics.in_flight():

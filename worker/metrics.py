@@ -12,6 +12,8 @@ What a worker counts (``imgmod_``-prefixed):
   the vendor charges for; ``retries_total{code}``: retries scheduled, by the code that caused them;
 * ``api_latency_seconds``: one API call, from send to parsed answer (buckets 0.05-10 s, the
   read timeout's range); ``limiter_wait_seconds``: time spent waiting for a global permit;
+  ``call_lateness_seconds``: how long after its permit's slot a call left (a thread woken late
+  by a busy CPU: the cause of 403s under the cap, docs/operations.md);
   ``in_flight_calls``: calls on the wire now;
 * at scrape time, from SQL: ``items{imgmod_job,state}``, rows per state of the jobs still open or
   finished in the last day; and ``limiter_rate``, the shared permits per second in force (below
@@ -51,6 +53,8 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0)
 # Waits are ~0 below the cap and up to the backlog's depth / QPS above it.
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# A call leaving 10 ms late crowds a second at a margin of 0.99, 15 ms at 0.985.
+LATENESS_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25)
 CACHE_SECONDS = 15.0
 RECENT_JOBS = timedelta(days=1)
 
@@ -64,7 +68,7 @@ class Recorder(Protocol):
     """What the task calls; :class:`Metrics` records, :class:`NullMetrics` does nothing."""
 
     def observe_call(self, code: object, seconds: float) -> None: ...
-    def observe_wait(self, seconds: float) -> None: ...
+    def observe_wait(self, seconds: float, late: float = 0.0) -> None: ...
     def retry(self, code: object) -> None: ...
     def billed(self) -> None: ...
     def in_flight(self) -> AbstractContextManager[Any]: ...
@@ -77,7 +81,7 @@ class NullMetrics:
     def observe_call(self, code: object, seconds: float) -> None:
         pass
 
-    def observe_wait(self, seconds: float) -> None:
+    def observe_wait(self, seconds: float, late: float = 0.0) -> None:
         pass
 
     def retry(self, code: object) -> None:
@@ -167,7 +171,8 @@ class LimiterRateCollector(Collector):
         if value is not None:
             yield GaugeMetricFamily(
                 "imgmod_limiter_rate",
-                "Permits per second the global limiter grants now (IMGMOD_QPS x 0.98 unless cut).",
+                "Permits per second the global limiter grants now (IMGMOD_QPS x the learned "
+                "margin, lower after a 403 cut).",
                 value=float(value),
             )
 
@@ -238,6 +243,12 @@ class Metrics:
             buckets=WAIT_BUCKETS,
             registry=r,
         )
+        self.lateness = Histogram(
+            "imgmod_call_lateness_seconds",
+            "Seconds after its permit's slot that a call left.",
+            buckets=LATENESS_BUCKETS,
+            registry=r,
+        )
         self.in_flight_calls = Gauge(
             "imgmod_in_flight_calls", "API calls on the wire now.", registry=r
         )
@@ -258,8 +269,9 @@ class Metrics:
         self.calls.labels(code_label(code)).inc()
         self.latency.observe(seconds)
 
-    def observe_wait(self, seconds: float) -> None:
+    def observe_wait(self, seconds: float, late: float = 0.0) -> None:
         self.limiter_wait.observe(seconds)
+        self.lateness.observe(late)
 
     def retry(self, code: object) -> None:
         self.retries.labels(code_label(code)).inc()

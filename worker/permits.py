@@ -9,10 +9,14 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Grant:
-    """One permit: how long the caller waited, and the Redis server time it was booked for."""
+    """One permit: how long the caller waited, the Redis server time it was booked for, and
+    how late the caller woke for it (``late``: seconds past the slot; 0 when not booked ahead).
+    A call that leaves late crowds the service's second with the next ones: past ~1/margin - 1
+    of a second (10 ms at 0.99), against a call 100 slots on, that is a 403."""
 
     waited: float
     slot_us: int
+    late: float = 0.0
 
     @property
     def slot(self) -> float:
@@ -45,4 +49,5 @@ class Booking:
         left = self.due - time.monotonic()
         if left > 0:
             time.sleep(left)
-        return Grant(time.monotonic() - self.started, self.slot_us)
+        now = time.monotonic()
+        return Grant(now - self.started, self.slot_us, max(0.0, now - self.due))

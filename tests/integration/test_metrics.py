@@ -73,6 +73,7 @@ def test_events_land_in_their_series(metrics: Metrics) -> None:
     metrics.retry("405")
     metrics.billed()
     metrics.observe_wait(0.02)
+    metrics.observe_wait(0.03, late=0.012)  # left 12 ms after its slot
     with metrics.in_flight():
         assert _value(metrics, "imgmod_in_flight_calls") == 1
     assert _value(metrics, "imgmod_in_flight_calls") == 0
@@ -84,7 +85,10 @@ def test_events_land_in_their_series(metrics: Metrics) -> None:
     assert _value(metrics, "imgmod_api_latency_seconds_count") == 3
     assert _value(metrics, "imgmod_api_latency_seconds_bucket", le="0.2") == 1
     assert _value(metrics, "imgmod_api_latency_seconds_bucket", le="5.0") == 2
-    assert _value(metrics, "imgmod_limiter_wait_seconds_count") == 1
+    assert _value(metrics, "imgmod_limiter_wait_seconds_count") == 2
+    assert _value(metrics, "imgmod_call_lateness_seconds_count") == 2
+    assert _value(metrics, "imgmod_call_lateness_seconds_bucket", le="0.01") == 1
+    assert _value(metrics, "imgmod_call_lateness_seconds_bucket", le="0.015") == 2
 
 
 def test_serving_twice_in_one_process_starts_one_server(metrics: Metrics) -> None:
@@ -196,6 +200,7 @@ def test_scraped_counters_match_what_the_emulator_saw_and_billed(pipeline) -> No
     calls = float(emu["calls"])
     assert samples[("imgmod_api_latency_seconds_count", frozenset())] == calls
     assert samples[("imgmod_limiter_wait_seconds_count", frozenset())] == calls
+    assert samples[("imgmod_call_lateness_seconds_count", frozenset())] == calls
     assert samples[("imgmod_in_flight_calls", frozenset())] == 0
     assert samples[("imgmod_limiter_rate", frozenset())] > 0
 

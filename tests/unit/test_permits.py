@@ -7,6 +7,7 @@ import gc
 import time
 
 from worker.limits import LocalRateLimiter
+from worker.permits import Booking
 from worker.tasks import _freeze_what_start_up_made
 
 
@@ -20,6 +21,15 @@ def test_bookings_are_spaced_by_the_rate_and_taken_without_sleeping() -> None:
     last = bookings[-1].wait()
     assert time.monotonic() >= bookings[-1].due
     assert last.waited >= 0.09
+
+
+def test_a_booking_waited_for_after_its_slot_says_how_late_its_call_leaves() -> None:
+    now = time.monotonic()
+    late = Booking(slot_us=1, due=now - 0.05, started=now - 0.06).wait()
+    assert late.late >= 0.05  # the caller came back 50 ms after its slot: no sleep
+    assert late.waited >= 0.06
+    early = Booking(slot_us=1, due=time.monotonic() + 0.03, started=time.monotonic()).wait()
+    assert 0 <= early.late < early.waited  # slept to the slot: late only by the wake-up
 
 
 def test_acquire_is_a_booking_waited_for_at_once() -> None:
