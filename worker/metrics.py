@@ -13,7 +13,7 @@ What a worker counts (``imgmod_``-prefixed):
 * ``api_latency_seconds``: one API call, from send to parsed answer (buckets 0.05-10 s, the
   read timeout's range); ``limiter_wait_seconds``: time spent waiting for a global permit;
   ``call_lateness_seconds``: how long after its permit's slot a call left (a thread woken late
-  by a busy CPU: the cause of 403s under the cap, docs/operations.md);
+  by a busy CPU: one cause of 403s under the cap, docs/operations.md);
   ``in_flight_calls``: calls on the wire now;
 * at scrape time, from SQL: ``items{imgmod_job,state}``, rows per state of the jobs still open or
   finished in the last day; and ``limiter_rate``, the shared permits per second in force (below

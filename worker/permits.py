@@ -11,8 +11,9 @@ from dataclasses import dataclass
 class Grant:
     """One permit: how long the caller waited, the Redis server time it was booked for, and
     how late the caller woke for it (``late``: seconds past the slot; 0 when not booked ahead).
-    A call that leaves late crowds the service's second with the next ones: past ~1/margin - 1
-    of a second (10 ms at 0.99), against a call 100 slots on, that is a 403."""
+    A call that leaves more than 1/margin - 1 of a second late (10 ms at 0.99) is still in the
+    service's one-second window when the call a second's worth of slots later arrives, which
+    the service then refuses (403)."""
 
     waited: float
     slot_us: int
