@@ -155,6 +155,9 @@ def attempt(
     signed = rt.client.prepare(item.service, ref, item.info_type)
     grant = booking.wait()
     rt.metrics.observe_wait(grant.waited, grant.late)
+    # A call leaving late may cost the call a second later a 403, whose answer can come back
+    # before this one's: recorded before the send (a round trip, for late calls only).
+    rt.limiter.note_late(grant)
     started = time.monotonic()
     try:
         with rt.metrics.in_flight():
@@ -163,7 +166,7 @@ def attempt(
         rt.metrics.observe_call(err.code, time.monotonic() - started)
         if rt.budget is not None and not isinstance(err, TransportError):
             rt.budget.give_back(item.job_key, held)  # answered, not billed (a fault may be)
-        return _handle_error(rt, item, owner, err)
+        return _handle_error(rt, item, owner, err, grant.slot_us)
     # Billed: durable first (Redis), bookkeeping after.
     is_parked = park_answer(rt, slot, response)
     rt.metrics.observe_call(200, time.monotonic() - started)
@@ -208,11 +211,13 @@ def _handle_error(
     item: store.ClaimedItem,
     owner: str,
     err: ModerationError,
+    slot_us: int = 0,
 ) -> str:
+    """``slot_us``: the permit's slot when the call was made (a 403's limiter needs it)."""
     code = str(err.code) if err.code is not None else "transport"
     if isinstance(err, Throttled):
         try:
-            rt.limiter.on_throttled()
+            rt.limiter.on_throttled(slot_us)
         except LimiterUnavailable as exc:  # advisory: the retry below matters more
             log.warning("could not cut the shared rate: %s", exc)
     # A gateway 502 page counts under "500", a 429 under "403" (worker.retry.decide).

@@ -223,7 +223,7 @@ def check_broker(settings: Settings) -> Check:
 
 
 def _limiter(settings: Settings) -> Any:
-    from worker.limits import limiter_for
+    from worker.limits_local import limiter_for
 
     return limiter_for(settings)
 

@@ -34,13 +34,11 @@ by one Lua script per permit running inside Redis:
   it at ``warm_start`` of its rate, and recovers as above. A 403 within ``decrease_window`` of
   that start belongs to the start's volley and changes nothing. The bound of the first bullet
   holds throughout: a slower rate only widens the interval.
-* **A learned margin** (the worker's limiter). Permits aim at ``qps`` times a :class:`Margin`
-  kept in the same hash: a 403 within 15 % of that ceiling is jitter and lowers it a little
-  (the first in 5 s does only that; a later one also cuts gently); it creeps back up while no
-  403 comes. A lower cap shows as a volley of 403s within a second as many as a tenth of a
-  second's permits (ten at least), a 403 further down, or a third mild reaction in a row (3 s
-  apart at most, the third before the gentle cut has recovered): those halve
-  (``worker.limits_lua``).
+* **A learned margin** (the worker's limiter): permits aim at ``qps`` times a :class:`Margin`
+  kept in the same hash, lowered a little by a jitter 403 near that ceiling and regained while
+  none comes; a 403 that one of our own late calls explains (:mod:`worker.late_calls`) only
+  lowers it. A lower cap (a dense volley, a 403 further down, three mild reactions in a row)
+  halves the rate (``worker.limits_lua``).
 
 The configured ``qps`` travels with every call instead of living in Redis: raising
 ``IMGMOD_QPS`` takes effect on the next permit without flushing anything. If Redis restarts, the
@@ -57,20 +55,18 @@ import os
 import random
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
 
+from worker.late_calls import LateCalls, late_key
 from worker.limits_lua import ACQUIRE_LUA, RATE_LUA, THROTTLED_LUA
 from worker.limits_margin import NO_MARGIN, Margin
 from worker.permit_queue import PermitQueue, Run
 from worker.permits import Booking, Grant
-
-if TYPE_CHECKING:
-    from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +160,7 @@ class RateLimiter:
         self._acquire_script: Script = client.register_script(ACQUIRE_LUA)
         self._throttled_script: Script = client.register_script(THROTTLED_LUA)
         self._rate_script: Script = client.register_script(RATE_LUA)
+        self._late = LateCalls(client, key)
         self._lock = threading.Lock()
         self._queue = PermitQueue()
         self._pid = os.getpid()
@@ -233,8 +230,9 @@ class RateLimiter:
         run = self._run_acquire(0)
         return 0.0 if run.booked else run.wait_us / 1_000_000
 
-    def on_throttled(self) -> None:
-        """The service said 403: cut the shared rate, once per ``decrease_window``."""
+    def on_throttled(self, slot_us: int = 0) -> None:
+        """The service refused the call booked for ``slot_us`` (0: not known) with a 403: cut
+        the shared rate, once per ``decrease_window``, unless our own late call explains it."""
         cut, rate = self._call(
             self._throttled_script,
             self.qps,
@@ -247,8 +245,12 @@ class RateLimiter:
             self.near_cap_factor,
             *self.margin.args(),
             self.margin.step,
+            slot_us,
+            keys=[self.key, late_key(self.key)],
         )
-        if int(cut) == 2:
+        if int(cut) == 3:
+            log.info("a 403 after a late call of ours: margin on %s widened", self.key)
+        elif int(cut) == 2:
             log.info("a 403 at the full rate: margin on %s widened, %.2f/s", self.key, float(rate))
         elif cut:
             log.warning(
@@ -258,6 +260,10 @@ class RateLimiter:
     def on_success(self) -> None:
         """A call went through. Free: recovery is computed inside the permit script from the
         time since the last cut (``increase_per_second``), so nothing needs counting here."""
+
+    def note_late(self, grant: Grant) -> None:
+        """The call of ``grant`` left ``grant.late`` s after its slot (:mod:`worker.late_calls`)."""
+        self._late.note(grant.slot_us, grant.late)
 
     def current_rate(self) -> float:
         """The permits per second in force now, for this caller's ``qps``."""
@@ -313,11 +319,11 @@ class RateLimiter:
         )
         return Run(int(booked) if granted else 0, int(wait_us), int(slot_us), int(interval_us))
 
-    def _call(self, script: Script, *args: float | int) -> Any:
+    def _call(self, script: Script, *args: float | int, keys: list[str] | None = None) -> Any:
         with self._stats_lock:
             self._round_trips += 1
         try:
-            return script(keys=[self.key], args=[repr(a) for a in args])
+            return script(keys=keys or [self.key], args=[repr(a) for a in args])
         except redis.RedisError as exc:
             raise LimiterUnavailable(
                 f"rate limiter {self.key!r} at {self._where()} failed, no permit granted: "
@@ -344,57 +350,3 @@ class RateLimiter:
         if "path" in kwargs:
             return f"unix:{kwargs['path']}"
         return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
-
-
-class LocalRateLimiter:
-    """The same contract as :class:`RateLimiter` for one process, when no Redis exists.
-
-    Used only with the embedded broker (``imgmod demo`` on a machine without Redis), where a
-    single worker process is the whole fleet. Multiplicative decrease on 403, linear recovery.
-    """
-
-    def __init__(self, qps: float, *, decrease_factor: float = 0.5) -> None:
-        if qps <= 0:
-            raise ValueError("qps must be positive")
-        self.qps = qps
-        self._after_cut = qps
-        self._decrease_factor = decrease_factor
-        self._next = time.monotonic()
-        self._last_cut = 0.0
-        self._lock = threading.Lock()
-
-    def current_rate(self) -> float:
-        elapsed = time.monotonic() - self._last_cut
-        return min(self.qps, self._after_cut + elapsed * self.qps / 10)
-
-    def acquire(self, timeout: float | None = None) -> float:
-        return self.book(timeout).wait().waited
-
-    def book(self, timeout: float | None = None) -> Booking:
-        """As :meth:`RateLimiter.book`; the slot in epoch µs of this host's clock."""
-        with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next)
-            if timeout is not None and slot - now > timeout:
-                raise LimiterTimeout(f"no permit within {timeout:.1f}s")
-            self._next = slot + 1.0 / self.current_rate()
-        return Booking(int((time.time() + slot - now) * 1_000_000), slot, now)
-
-    def on_throttled(self) -> None:
-        with self._lock:
-            now = time.monotonic()
-            if now - self._last_cut >= 1.0:
-                self._after_cut = max(self.qps / 20, self.current_rate() * self._decrease_factor)
-                self._last_cut = now
-
-    def on_success(self) -> None:
-        """Recovery is folded into :meth:`acquire`."""
-
-
-def limiter_for(settings: Settings) -> RateLimiter | LocalRateLimiter:
-    """The account's limiter: shared in Redis, or in-process when no Redis exists (demo)."""
-    if settings.limiter_url:
-        return RateLimiter.from_url(
-            settings.limiter_url, qps=settings.qps, margin=Margin(), warm_start=WARM_START
-        )
-    return LocalRateLimiter(settings.qps * QPS_MARGIN)

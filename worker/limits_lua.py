@@ -82,10 +82,12 @@ return {1, wait, now + wait, n, interval}
 """
 )
 
-# KEYS[1]; ARGV: qps, increase/s, factor, min_qps, window_us, ttl_ms, recover_fraction,
-# near_cap_factor, margin start, most, least, regain/s, step.
+# KEYS[1], KEYS[2] (the late calls, worker.late_calls; optional); ARGV: qps, increase/s,
+# factor, min_qps, window_us, ttl_ms, recover_fraction, near_cap_factor, margin start, most,
+# least, regain/s, step, the refused call's slot (µs; 0: not known).
 # Cuts the shared rate unless it was cut (or the margin lowered) less than window_us ago:
-# {1 cut / 2 margin lowered only / 0 nothing, the rate now in force as a string}. With a
+# {1 cut / 2 margin lowered only / 3 margin lowered for our own late call / 0 nothing, the
+# rate now in force as a string}. A 403 one of our late calls explains never cuts. With a
 # learned margin (step > 0), near the ceiling a 403 widens the margin (and cuts gently when
 # another did within 5 s); below it, when a volley's 403s reach a tenth of a second's permits
 # (ten at least), or on a third mild reaction in a row (each within 3 s of the last), it cuts
@@ -94,7 +96,7 @@ THROTTLED_LUA = (
     EFFECTIVERATE_LUA
     + """
 local state = redis.call('HMGET', KEYS[1], 'cut_rate', 'cut_at', 'margin', 'margin_at', 'mild',
-                         'strikes', 'lowered_at')
+                         'strikes', 'lowered_at', 'explained_at')
 local margin = margin_now(tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]),
                           tonumber(ARGV[12]), state[3], state[4], now)
 local qps = tonumber(ARGV[1]) * margin
@@ -112,9 +114,27 @@ local function cut_to(factor, mild)
 end
 local function since(at) if at then return now - tonumber(at) end return nil end
 local function quiet(at) local s = since(at) return not s or s > 5000000 end
+-- The refused call's slot is ARGV[14] (0: not known). A call of ours that left late
+-- (worker.late_calls, KEYS[2]), booked a second or more before it but gone out less than a
+-- second before it, still held its place in the service's window: this 403 is our timing.
+-- One late call explains one refusal: it is taken.
+local function explained(refused)
+  if not refused or refused <= 0 or not KEYS[2] then return false end
+  local found = redis.call('ZRANGEBYSCORE', KEYS[2], string.format('(%.0f', refused - 1000000),
+                           string.format('%.0f', refused + 50000))
+  for _, slot in ipairs(found) do
+    if tonumber(slot) <= refused - 995000 then
+      redis.call('ZREM', KEYS[2], slot)
+      return true
+    end
+  end
+  return false
+end
+local ours = learn and explained(tonumber(ARGV[14]))
 for _, at in ipairs({state[2], state[7]}) do -- a volley of 403s is one signal
   local s = since(at)
   if s and s >= 0 and s < tonumber(ARGV[5]) then
+    if ours then return {0, string.format('%.6f', rate)} end -- never part of a dense volley
     -- The same volley. Jitter makes a few 403s; a tenth of a second's permits (ten at least)
     -- after a mild reaction is a service that now allows less than we send: cut fully at
     -- once. Relative to the rate: a 20 ms stall at 1,000/s bunches twenty calls, jitter still.
@@ -128,6 +148,17 @@ for _, at in ipairs({state[2], state[7]}) do -- a volley of 403s is one signal
   end
 end
 local near = rate >= qps * 0.95
+if ours then
+  -- Our own lateness: more room is what helps (the margin, once a decrease window), a rate
+  -- cut is not (the next second is on time again); no strike, no volley.
+  local s = since(state[8])
+  if s and s >= 0 and s < tonumber(ARGV[5]) then return {0, string.format('%.6f', rate)} end
+  local lowered = math.max(tonumber(ARGV[11]), margin - step)
+  redis.call('HSET', KEYS[1], 'margin', string.format('%.6f', lowered), 'margin_at',
+             string.format('%.0f', now), 'explained_at', string.format('%.0f', now))
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  return {3, string.format('%.6f', rate * lowered / margin)}
+end
 if learn then
   -- Within 15 % of the ceiling (a gentle cut leaves 10 % off) a lone 403 is still jitter;
   -- a real lower cap shows as a dense volley (above) or as 403s further down.

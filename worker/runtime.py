@@ -28,7 +28,8 @@ from worker import store
 from worker.budget import Budget, Ledger
 from worker.client import ModerationClient
 from worker.heartbeat import LeaseKeeper, MessagesInHand
-from worker.limits import LocalRateLimiter, RateLimiter, limiter_for
+from worker.limits import RateLimiter
+from worker.limits_local import LocalRateLimiter, limiter_for
 from worker.metrics import NULL_METRICS, Metrics, Recorder, metrics_for
 from worker.retry import RetryPolicy
 from worker.settings import Settings, load_credentials

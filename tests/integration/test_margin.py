@@ -12,7 +12,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from worker.late_calls import late_key
 from worker.limits import Margin, RateLimiter
+from worker.permits import Grant
 from worker.processes import wait_until
 
 pytestmark = pytest.mark.service
@@ -190,3 +192,53 @@ def test_bad_margins_are_refused() -> None:
         Margin(start=0.99, most=0.98)
     with pytest.raises(ValueError, match="negative"):
         Margin(step=-0.1)
+
+
+def _late_calls_then_refusals(
+    lim: RateLimiter, client: redis.Redis, late: int, refused: int
+) -> None:
+    """``late`` calls that left 20 ms after their slots, 10 ms apart; then ``refused`` 403s
+    for the calls a second later (a host that stalled, then the service's answer to it)."""
+    sec, usec = client.time()
+    base = sec * SECOND_US + usec - 2 * SECOND_US
+    for i in range(late):
+        lim.note_late(Grant(waited=0.02, slot_us=base + i * 10_000, late=0.02))
+    for i in range(refused):
+        lim.on_throttled(base + SECOND_US + i * 10_000)
+
+
+def test_403s_our_own_late_calls_explain_widen_the_margin_and_never_cut(
+    client: redis.Redis,
+) -> None:
+    lim = limiter(client, LEARNING)
+    lim.note_late(Grant(waited=0.0, slot_us=1_000, late=0.005))  # 5 ms: costs no 403
+    assert client.zcard(late_key(lim.key)) == 0
+    _late_calls_then_refusals(lim, client, late=12, refused=12)
+    # Twelve 403s within a second would be a dense volley, a lower cap, and halve the rate.
+    # Each follows a call of ours that left late a second earlier: the margin widens once.
+    assert lim.current() == (pytest.approx(96), pytest.approx(0.96))
+    assert client.zcard(late_key(lim.key)) == 0  # each late call explained one refusal
+
+
+def test_late_calls_explain_only_as_many_403s_as_there_were_late_calls(
+    client: redis.Redis,
+) -> None:
+    lim = limiter(client, LEARNING)
+    _late_calls_then_refusals(lim, client, late=2, refused=12)
+    # Two explained; the other ten are a dense volley the service started on its own.
+    rate, margin = lim.current()
+    assert margin == pytest.approx(0.94)
+    assert rate == pytest.approx(47, rel=0.01)
+
+
+def test_a_late_call_explains_only_the_refusal_a_second_after_it(client: redis.Redis) -> None:
+    lim = limiter(client, LEARNING)
+    sec, usec = client.time()
+    base = sec * SECOND_US + usec - 5 * SECOND_US
+    lim.note_late(Grant(waited=0.02, slot_us=base, late=0.02))
+    lim.on_throttled(base + 3 * SECOND_US)  # three seconds on: not this late call's doing
+    assert client.zcard(late_key(lim.key)) == 1  # not taken
+    # Counted as the limiter always counted a jitter 403: a mild reaction, which the next
+    # ones (a gentle cut, strikes, a dense volley) build on.
+    assert client.hget(lim.key, "lowered_at") is not None
+    assert client.hget(lim.key, "explained_at") is None

@@ -56,7 +56,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "worker.oss",  # the OSS SDK client and one listing page
             "worker.oss_actions",  # imgmod act/restore: one ACL, copy or delete request
             "worker.webhook",  # signed webhook events, delivered with retries
+            "worker.late_calls",  # calls that left late, for the limiter's 403 script
             "worker.limits",
+            "worker.limits_local",  # the in-process limiter of a fleet of one (the demo)
             "worker.limits_lua",
             "worker.limits_margin",  # the share of the cap the limiter's permits aim at
             "worker.permits",  # a permit granted, or booked and not yet due

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import time
 
-from worker.limits import LocalRateLimiter
+from worker.limits_local import LocalRateLimiter
 from worker.permits import Booking
 from worker.tasks import _freeze_what_start_up_made
 
