@@ -4,7 +4,8 @@ Why: the service counts calls where they arrive, in a sliding one-second window.
 leaves more than the margin's slack after its slot (1/margin - 1 of a second) is still in that
 window when the call a second's worth of slots later arrives, and the service refuses that
 later call. Such a 403 is the fleet's own timing (a thread woken late on a busy host), not a
-lower cap: it should teach the margin, and never cut the rate. On a loaded 2-core box the
+lower cap: it should teach the margin (and may cut gently, as any jitter 403), but never count
+towards the signs of a lower cap that halve the rate. On a loaded 2-core box the
 403s that came in clusters followed clusters of calls that had left 10-70 ms late, 1.3-1.4 s
 earlier: a second, plus the refused call's own latency before its answer said so. Without
 this record, such a cluster read as a lower cap and cut the rate (bench/RESULTS.md, seventh

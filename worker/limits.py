@@ -36,9 +36,9 @@ by one Lua script per permit running inside Redis:
   holds throughout: a slower rate only widens the interval.
 * **A learned margin** (the worker's limiter): permits aim at ``qps`` times a :class:`Margin`
   kept in the same hash, lowered a little by a jitter 403 near that ceiling and regained while
-  none comes; a 403 that one of our own late calls explains (:mod:`worker.late_calls`) only
-  lowers it. A lower cap (a dense volley, a 403 further down, three mild reactions in a row)
-  halves the rate (``worker.limits_lua``).
+  none comes. A lower cap (a dense volley, a 403 further down, three mild reactions in a row)
+  halves the rate (``worker.limits_lua``); a 403 one of our own late calls explains
+  (:mod:`worker.late_calls`) never does: it is a mild reaction, never a strike or a volley.
 
 The configured ``qps`` travels with every call instead of living in Redis: raising
 ``IMGMOD_QPS`` takes effect on the next permit without flushing anything. If Redis restarts, the
@@ -248,8 +248,11 @@ class RateLimiter:
             slot_us,
             keys=[self.key, late_key(self.key)],
         )
+        late = "a 403 after our own late call"
         if int(cut) == 3:
-            log.info("a 403 after a late call of ours: margin on %s widened", self.key)
+            log.info("%s: margin on %s widened, %.2f/s", late, self.key, float(rate))
+        elif int(cut) == 4:
+            log.info("%s: shared rate on %s cut to %.2f/s (gently)", late, self.key, float(rate))
         elif int(cut) == 2:
             log.info("a 403 at the full rate: margin on %s widened, %.2f/s", self.key, float(rate))
         elif cut:

@@ -86,8 +86,8 @@ return {1, wait, now + wait, n, interval}
 # factor, min_qps, window_us, ttl_ms, recover_fraction, near_cap_factor, margin start, most,
 # least, regain/s, step, the refused call's slot (µs; 0: not known).
 # Cuts the shared rate unless it was cut (or the margin lowered) less than window_us ago:
-# {1 cut / 2 margin lowered only / 3 margin lowered for our own late call / 0 nothing, the
-# rate now in force as a string}. A 403 one of our late calls explains never cuts. With a
+# {1 cut / 2 margin lowered only / 0 nothing, the rate now in force as a string}; 3 and 4 are
+# 2 and a gentle cut for a 403 our own late call explains, which never halves. With a
 # learned margin (step > 0), near the ceiling a 403 widens the margin (and cuts gently when
 # another did within 5 s); below it, when a volley's 403s reach a tenth of a second's permits
 # (ten at least), or on a third mild reaction in a row (each within 3 s of the last), it cuts
@@ -96,7 +96,7 @@ THROTTLED_LUA = (
     EFFECTIVERATE_LUA
     + """
 local state = redis.call('HMGET', KEYS[1], 'cut_rate', 'cut_at', 'margin', 'margin_at', 'mild',
-                         'strikes', 'lowered_at', 'explained_at')
+                         'strikes', 'lowered_at')
 local margin = margin_now(tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]),
                           tonumber(ARGV[12]), state[3], state[4], now)
 local qps = tonumber(ARGV[1]) * margin
@@ -148,21 +148,12 @@ for _, at in ipairs({state[2], state[7]}) do -- a volley of 403s is one signal
   end
 end
 local near = rate >= qps * 0.95
-if ours then
-  -- Our own lateness: more room is what helps (the margin, once a decrease window), a rate
-  -- cut is not (the next second is on time again); no strike, no volley.
-  local s = since(state[8])
-  if s and s >= 0 and s < tonumber(ARGV[5]) then return {0, string.format('%.6f', rate)} end
-  local lowered = math.max(tonumber(ARGV[11]), margin - step)
-  redis.call('HSET', KEYS[1], 'margin', string.format('%.6f', lowered), 'margin_at',
-             string.format('%.0f', now), 'explained_at', string.format('%.0f', now))
-  redis.call('PEXPIRE', KEYS[1], ARGV[6])
-  return {3, string.format('%.6f', rate * lowered / margin)}
-end
 if learn then
   -- Within 15 % of the ceiling (a gentle cut leaves 10 % off) a lone 403 is still jitter;
   -- a real lower cap shows as a dense volley (above) or as 403s further down.
-  if rate < qps * 0.85 then return cut_to(tonumber(ARGV[3]), 0) end
+  -- Our own late call (`ours`) explains it whatever the rate: that rule, strikes and volleys
+  -- are for a lower cap; the mild reaction below (margin, gentle cut) still applies.
+  if rate < qps * 0.85 and not ours then return cut_to(tonumber(ARGV[3]), 0) end
   -- Jitter at the full rate: the pacing aimed too close to the cap. Learn a wider margin;
   -- the first such 403 in 5 s does only that, a later one also cuts the rate gently.
   -- Three mild reactions each within 3 s of the last did not stop the 403s: a lower cap.
@@ -178,6 +169,7 @@ if learn then
     strikes = (tonumber(state[6]) or 0) + 1
     if strikes >= 3 and rate >= qps * 0.97 then strikes = 2 end
   end
+  if ours then strikes = math.min(strikes - 1, 2) end
   if strikes >= 3 then
     redis.call('HSET', KEYS[1], 'strikes', 0)
     return cut_to(tonumber(ARGV[3]), 0)
@@ -186,8 +178,10 @@ if learn then
              string.format('%.0f', now), 'lowered_at', string.format('%.0f', now), 'volley', 1,
              'mild', 1, 'strikes', strikes)
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
-  if first then return {2, string.format('%.6f', rate * lowered / margin)} end
-  return cut_to(tonumber(ARGV[8]), 1)
+  if first then return {ours and 3 or 2, string.format('%.6f', rate * lowered / margin)} end
+  local cut = cut_to(tonumber(ARGV[8]), 1)
+  if ours then cut[1] = 4 end
+  return cut
 end
 -- A fixed margin: a 403 at (nearly) the full rate after 5 s without one is most likely
 -- jitter bunching a few calls into one second: a gentle cut. A 403 soon after another finds

@@ -218,6 +218,7 @@ def test_403s_our_own_late_calls_explain_widen_the_margin_and_never_cut(
     # Each follows a call of ours that left late a second earlier: the margin widens once.
     assert lim.current() == (pytest.approx(96), pytest.approx(0.96))
     assert client.zcard(late_key(lim.key)) == 0  # each late call explained one refusal
+    assert client.hget(lim.key, "strikes") == b"0"
 
 
 def test_late_calls_explain_only_as_many_403s_as_there_were_late_calls(
@@ -225,10 +226,11 @@ def test_late_calls_explain_only_as_many_403s_as_there_were_late_calls(
 ) -> None:
     lim = limiter(client, LEARNING)
     _late_calls_then_refusals(lim, client, late=2, refused=12)
-    # Two explained; the other ten are a dense volley the service started on its own.
+    # Two explained (the first widened the margin); the other ten are a dense volley the
+    # service started on its own: a lower cap, halved.
     rate, margin = lim.current()
-    assert margin == pytest.approx(0.94)
-    assert rate == pytest.approx(47, rel=0.01)
+    assert margin == pytest.approx(0.96)
+    assert rate == pytest.approx(48, rel=0.01)
 
 
 def test_a_late_call_explains_only_the_refusal_a_second_after_it(client: redis.Redis) -> None:
@@ -238,7 +240,27 @@ def test_a_late_call_explains_only_the_refusal_a_second_after_it(client: redis.R
     lim.note_late(Grant(waited=0.02, slot_us=base, late=0.02))
     lim.on_throttled(base + 3 * SECOND_US)  # three seconds on: not this late call's doing
     assert client.zcard(late_key(lim.key)) == 1  # not taken
-    # Counted as the limiter always counted a jitter 403: a mild reaction, which the next
-    # ones (a gentle cut, strikes, a dense volley) build on.
-    assert client.hget(lim.key, "lowered_at") is not None
-    assert client.hget(lim.key, "explained_at") is None
+    # Counted as the limiter always counted a jitter 403: a mild reaction and a strike.
+    assert client.hget(lim.key, "strikes") == b"1"
+
+
+def test_three_mild_reactions_our_late_calls_explain_are_no_lower_cap(
+    client: redis.Redis,
+) -> None:
+    """As test_a_third_mild_reaction_in_a_row_is_a_lower_cap_and_cuts_fully, but each 403
+    follows a call of ours that left late a second earlier: gentle cuts at most."""
+    lim = limiter(client, Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0))
+
+    def explained_403() -> None:
+        sec, usec = client.time()
+        refused = sec * SECOND_US + usec
+        lim.note_late(Grant(waited=0.02, slot_us=refused - SECOND_US, late=0.02))
+        lim.on_throttled(refused)
+
+    explained_403()  # margin 0.96, no cut
+    wait_until(lambda: _older_than(lim, "lowered_at", 0.25), 5, "the volley window to pass")
+    explained_403()  # margin 0.94, gentle cut to 86.4
+    assert lim.current()[0] == pytest.approx(86.4, rel=0.01)
+    wait_until(lambda: _older_than(lim, "cut_at", 0.25), 5, "the volley window to pass")
+    explained_403()  # still ours: a gentle cut again (to 77.8), never the halving (43.2)
+    assert lim.current()[0] == pytest.approx(86.4 * 0.9, rel=0.02)
