@@ -11,8 +11,9 @@ earlier: a second, plus the refused call's own latency before its answer said so
 this record, such a cluster read as a lower cap and cut the rate (bench/RESULTS.md, seventh
 session).
 
-A call at least :data:`LATE_S` late is recorded after its answer (off the send's path; about
-1 % of calls on a busy host) in a sorted set: its member the slot it was booked for, its score
+A call at least :data:`LATE_S` late is recorded before it is sent (0.1-3 % of calls on a
+busy 2-core host; the refused call's 403 may come back before the late call's own answer) in
+a sorted set: its member the slot it was booked for, its score
 the moment it left, both in the limiter's Redis server microseconds. The 403 script
 (:data:`worker.limits_lua.THROTTLED_LUA`) takes one recorded call per refusal it explains,
 so a few late calls cannot excuse the many 403s of a truly lower cap.
