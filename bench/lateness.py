@@ -16,6 +16,8 @@ from collections.abc import Iterable
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from worker.processes import free_port
+
 METRIC = "imgmod_call_lateness_seconds"
 SHOWN = (0.001, 0.005)  # printed as "within"
 OVER = (0.01, 0.015, 0.025)  # printed as "over": the slack at 0.99, 0.985, 0.975
@@ -25,9 +27,7 @@ def free_ports(count: int, attempts: int = 50) -> int:
     """A port P with P .. P + count - 1 all free on 127.0.0.1 now (the base of one
     ``imgmod worker``'s metrics endpoints)."""
     for _ in range(attempts):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
+        base = free_port()
         if base + count > 65535:
             continue
         if all(_free(base + i) for i in range(1, count)):

@@ -5,9 +5,9 @@ leaves more than the margin's slack after its slot (1/margin - 1 of a second) is
 window when the call a second's worth of slots later arrives, and the service refuses that
 later call. Such a 403 is the fleet's own timing (a thread woken late on a busy host), not a
 lower cap: it should teach the margin (and may cut gently, as any jitter 403), but never count
-towards the signs of a lower cap that halve the rate. On a loaded 2-core box the
-403s that came in clusters followed clusters of calls that had left 10-70 ms late, 1.3-1.4 s
-earlier: a second, plus the refused call's own latency before its answer said so. Without
+towards the signs of a lower cap that halve the rate. On a loaded 2-core box 21 of 24 403s
+came 1.0-1.7 s after a call that had left 10-82 ms late: a second, plus the refused call's
+own latency before its answer said so; they came in clusters, after clusters of late calls. Without
 this record, such a cluster read as a lower cap and cut the rate (bench/RESULTS.md, seventh
 session).
 
