@@ -96,12 +96,13 @@ def with_keys(item: store.NewItem) -> store.NewItem:
 
 
 def batched(records: Iterable[Any], size: int, first: int | None = None) -> Iterator[list[Any]]:
-    """``records`` in lists of ``size``; the first of ``first`` when given (a smaller one)."""
+    """``records`` in lists of ``size``; with ``first`` (a smaller one), the first list holds
+    that many and each next one twice the last, up to ``size``."""
     it = iter(records)
     take = size if first is None else min(first, size)
     while chunk := list(islice(it, take)):
         yield chunk
-        take = size
+        take = min(2 * take, size)
 
 
 @dataclass(frozen=True)

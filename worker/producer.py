@@ -53,7 +53,9 @@ if TYPE_CHECKING:
 BATCH_SIZE = 10_000
 # The first batch is smaller: its rows are the workers' first messages, and a full batch kept
 # them waiting for its whole insert (10,000 rows: 0.3 s before the first call, on a 2-core box
-# whose probe reads ~130 ms; 500 rows are a few seconds of calls at a 100/s cap).
+# whose probe reads ~130 ms; 500 rows are a few seconds of calls at a 100/s cap). Each next
+# batch doubles up to BATCH_SIZE (new_rows.batched): on SQLite the workers' first claims wait
+# for the second batch's write lock, 0.2 s at 9,500 rows, 0.02 s at 1,000.
 FIRST_BATCH = 500
 
 

@@ -139,3 +139,18 @@ def test_a_batch_longer_than_one_statement_stores_every_row_once(engine) -> None
     assert len(ids) == 1234 and len(set(ids)) == 1234
     stored = {row.ref_key: row.data_id for row in _stored(engine, ids)}
     assert stored == {f"https://example.com/{n}.jpg": f"d-{n}" for n in range(1234)}
+
+
+def test_sqlite_statements_number_only_the_two_values_every_row_shares() -> None:
+    """A numbered parameter (``?NNN``) makes SQLite 3.40's prepare quadratic in the
+    statement's parameters: 142 ms for 500 rows, paid inside a fresh job's first write lock
+    while the workers wait to claim its first messages. Only the job and the moment are
+    numbered; each row's own values are anonymous, in order after them."""
+    import re
+
+    from worker.store.inserts import _FIELDS, _sqlite_statement
+
+    for rows in (1, 2, 500):
+        statement = _sqlite_statement(rows)
+        assert re.findall(r"\?(\d+)", statement) == ["1", "2"]
+        assert statement.count("?") == 2 + rows * len(_FIELDS)

@@ -157,7 +157,7 @@ def test_the_first_top_up_comes_after_a_smaller_first_batch(
     summary, per_call = enqueue(engine, settings, app, source, batch_size=5, first_batch=1)
 
     assert per_call[0] == 1  # the first image is published before the next lines are inserted
-    assert len(per_call) == 3  # 7 lines: 1, then batches of 5 and 1
+    assert len(per_call) == 3  # 7 lines: 1, then batches of 2 and 4 (each twice the last)
     assert sum(per_call) == summary.published == GOOD
 
 

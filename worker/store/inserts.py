@@ -139,11 +139,12 @@ _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]").search  # most text needs none: skip t
 
 
 # Rows per statement. The statement's text is the same for every full chunk, so the sqlite3
-# module's statement cache prepares it once per connection; but preparing grows faster than
-# the rows: 0.75 s for 1,000 rows against about 0.1 s for 500 on a 2-core box whose probe
-# reads ~160 ms, paid by every command's first batch. 3,000 references: 0.80 s to insert at
-# 1,000 a statement, 0.24-0.29 s at 500; 100,000: 4.9-5.1 s at 1,000, 4.2-4.6 s at 500.
-# 500 x 21 values and the 2 shared ones stay far under SQLite's 32,766 parameters.
+# module's statement cache prepares it once per connection. Its values are anonymous ``?``s:
+# numbered ones (``?NNN``, as before) made SQLite 3.40's prepare quadratic in the parameters
+# (500 rows: 142 ms, 1,000: 0.5 s), paid inside a fresh job's first write lock while the workers
+# waited to claim its first messages; anonymous ones prepare in 3 ms. At 500 rows a statement,
+# 100,000 references insert in 2.5 s (2.4 s at 1,000, 2.9 s at 250; probe ~105 ms). 500 x 21
+# values and the 2 shared ones stay far under SQLite's 32,766 parameters.
 _SQLITE_ROWS = 500
 _SQLITE_COLUMNS = ", ".join(_COPY_COLUMNS)
 _STATE = _FIELDS.index("state")
@@ -177,18 +178,19 @@ def sqlite_values(rows: Sequence[NewItem], service: str | None) -> SqliteValues:
 @functools.lru_cache(maxsize=8)
 def _sqlite_statement(rows: int) -> str:
     """The insert of ``rows`` rows: ``?1`` is the job, ``?2`` the moment (created, updated,
-    and finished for a rejected row); each row's own values are numbered after them."""
+    and finished for a rejected row), named once in a ``WITH``; each row's own values follow,
+    anonymous (see ``_SQLITE_ROWS`` for why not numbered). ``WHERE true`` is SQLite's way to
+    tell an ``INSERT ... SELECT``'s upsert clause from a join's ``ON``."""
     width = len(_FIELDS)
-    tuples = []
-    for row in range(rows):
-        base = 3 + row * width
-        own = ", ".join(f"?{base + i}" for i in range(width))
-        state = f"?{base + _STATE}"
-        tuples.append(f"({own}, ?1, 0, ?2, ?2, CASE {state} WHEN 'rejected' THEN ?2 END)")
+    row = "(" + ", ".join(["?"] * width) + ")"
+    own = ", ".join(f"v.column{i + 1}" for i in range(width))
     return (
-        f"INSERT INTO items ({_SQLITE_COLUMNS}) VALUES "  # noqa: S608 - constants only
-        + ", ".join(tuples)
-        + " ON CONFLICT (job_id, ref_key, service) DO NOTHING RETURNING id"
+        "WITH shared(job_id, moment) AS (SELECT ?1, ?2) "  # noqa: S608 - constants only
+        f"INSERT INTO items ({_SQLITE_COLUMNS}) "
+        f"SELECT {own}, shared.job_id, 0, shared.moment, shared.moment, "
+        f"CASE v.column{_STATE + 1} WHEN 'rejected' THEN shared.moment END "
+        f"FROM shared, (VALUES {', '.join([row] * rows)}) AS v WHERE true "
+        "ON CONFLICT (job_id, ref_key, service) DO NOTHING RETURNING id"
     )
 
 
