@@ -19,10 +19,12 @@ Prints wall time, images/s, the ratio to the cap (ideal N/Q seconds over actual)
 (403) calls, billed calls per distinct image, worker CPU ms per image (utime+stime from /proc,
 every process of every group) and peak RSS per worker process (VmHWM), and, measured in the
 same run, the CPU of a bare signed API call (``--bare`` calls of imgmod's client from a
-thread pool in this process, paced under the cap: no queue, no database) and the ratio of the
-two. ``--margin`` scales IMGMOD_QPS (1.0: the limiter's learned margin alone). ``--lateness``
-turns on the workers' metrics endpoints and prints how late calls left after their permits'
-slots (bench/lateness.py: the host's share of the 403s); the metrics cost a little CPU.
+thread pool in this process, paced under the cap: no queue, no database; once before the job
+and once after it, the mean of the two: single samples of a few seconds read 1.0-2.3 ms on one
+box within an hour) and the ratio of the two. ``--margin`` scales IMGMOD_QPS (1.0: the
+limiter's learned margin alone). ``--lateness`` turns on the workers' metrics endpoints and
+prints how late calls left after their permits' slots (bench/lateness.py: the host's share of
+the 403s); the metrics cost a little CPU.
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ class Figures:
     worker_sys: float  # of which in the kernel
     limiter_events: tuple[int, int]  # (403s that widened the margin, rate cuts), from the logs
     bare_cpu: float  # seconds per call of the client alone, measured in the same run
+    bare_each: tuple[float, ...]  # the samples bare_cpu is the mean of: before, after the job
     worker_rss_mb: list[float]
     other_cpu: dict[str, float]
     states: dict[str, int]
@@ -132,7 +135,9 @@ class Figures:
             f"(of which system {1000 * self.worker_sys / self.n:.3f} ms)",
             (
                 f"  bare signed call CPU (client)   {1000 * self.bare_cpu:9.3f} ms   (worker / "
-                f"bare = {self.worker_cpu / self.n / self.bare_cpu:.2f}x)"
+                f"bare = {self.worker_cpu / self.n / self.bare_cpu:.2f}x; before the job "
+                + ", after ".join(f"{1000 * b:.3f}" for b in self.bare_each)
+                + " ms)"
                 if self.bare_cpu
                 else "  bare signed call CPU (client)   not measured (--bare 0)"
             ),
@@ -361,6 +366,8 @@ def run_one(
             first_queued = conn.execute(sa.select(sa.func.min(store.items.c.queued_at))).scalar()
         engine.dispose()
         late = lateness.scrape(base + i for base, count in metrics_bases for i in range(count))
+        # The workers idle now; the emulator's figures were read above.
+        bare_after = bare_call_cpu(emulator, images, args.bare, args.qps) if args.bare else 0.0
         for w in workers:
             w.terminate(timeout=60)
         if args.logs:
@@ -392,7 +399,8 @@ def run_one(
         worker_cpu=worker_cpu,
         worker_sys=worker_sys,
         limiter_events=limiter_events,
-        bare_cpu=bare,
+        bare_cpu=(bare + bare_after) / 2 if args.bare else 0.0,
+        bare_each=(bare, bare_after) if args.bare else (),
         worker_rss_mb=rss,
         other_cpu=other,
         states=states,
