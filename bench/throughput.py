@@ -102,13 +102,19 @@ class Figures:
     worker_cpu: float
     worker_sys: float  # of which in the kernel
     limiter_events: tuple[int, int]  # (403s that widened the margin, rate cuts), from the logs
-    bare_cpu: float  # seconds per call of the client alone, measured in the same run
-    bare_each: tuple[float, ...]  # the samples bare_cpu is the mean of: before, after the job
+    # Seconds per call of the client alone, measured in the same run: before and after the
+    # job (empty: not measured, --bare 0).
+    bare_each: tuple[float, ...]
     worker_rss_mb: list[float]
     other_cpu: dict[str, float]
     states: dict[str, int]
     commands: dict[str, int]  # Redis commands by name over the job (enqueue to last result)
     lateness: dict[float, float]  # calls left within each bucket after their slot (--lateness)
+
+    @property
+    def bare_cpu(self) -> float:
+        """The bare call's CPU per call: the mean of its samples (0.0: not measured)."""
+        return sum(self.bare_each) / len(self.bare_each) if self.bare_each else 0.0
 
     def report(self) -> str:
         ideal = self.n / self.qps
@@ -399,7 +405,6 @@ def run_one(
         worker_cpu=worker_cpu,
         worker_sys=worker_sys,
         limiter_events=limiter_events,
-        bare_cpu=(bare + bare_after) / 2 if args.bare else 0.0,
         bare_each=(bare, bare_after) if args.bare else (),
         worker_rss_mb=rss,
         other_cpu=other,
