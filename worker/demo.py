@@ -192,9 +192,7 @@ def run_demo(images: int) -> int:
         )
         stats = emulator.stats()
         nights = run_oss_nights(cli, full_env, lambda: int(emulator.stats()["billed"]))
-        folder_billed = run_folder(
-            cli, full_env, folder, lambda: int(emulator.stats()["billed"])
-        )
+        folder_billed = run_folder(cli, full_env, folder, lambda: int(emulator.stats()["billed"]))
         uploads = int(emulator.stats().get("oss", {}).get("put", 0))
     states = status["states"]
     billed, done = int(stats["billed"]), int(states.get("done", 0))

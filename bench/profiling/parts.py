@@ -69,8 +69,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument(
-        "--ids", type=int, default=8,
-        help="ids per message for the message-level lines (claim_items, record_results)")
+        "--ids",
+        type=int,
+        default=8,
+        help="ids per message for the message-level lines (claim_items, record_results)",
+    )
     parser.add_argument("--sql-only", action="store_true", help="the SQL steps only")
     args = parser.parse_args()
     n, k = args.n, args.ids
@@ -85,8 +88,9 @@ def main() -> None:
         engine = store.make_engine(url)
         job = store.get_or_create_job(engine, "parts", "baselineCheck_global", "")
         rows = [
-            NewItem("url", f"u{i}", images.image_url(i), None, None, None, None, None, "x", i,
-                    "pending")
+            NewItem(
+                "url", f"u{i}", images.image_url(i), None, None, None, None, None, "x", i, "pending"
+            )
             for i in range(n)
         ]
         ids = sorted(store.insert_items(engine, job.id, rows + rows2(images.image_url, n)))
@@ -122,8 +126,14 @@ def main() -> None:
             return
         r = redis.Redis.from_url(server.url)
         answers = ParkedAnswers(r)
-        per_op("park + clear the answer", n, lambda i: (
-            answers.park(slot_of(claimed[i]), response.raw), answers.clear(slot_of(claimed[i]))))
+        per_op(
+            "park + clear the answer",
+            n,
+            lambda i: (
+                answers.park(slot_of(claimed[i]), response.raw),
+                answers.clear(slot_of(claimed[i])),
+            ),
+        )
         hands = MessagesInHand(r, "parts", "me", 30)
         per_op("message in hand: took + done", n, lambda i: (hands.took(i), hands.done(i)))
         limiter = RateLimiter(r, key="parts", qps=1e6, margin=Margin())

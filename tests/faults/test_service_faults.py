@@ -20,6 +20,7 @@ from worker import store
 
 pytestmark = pytest.mark.service
 
+
 @pytest.mark.slow
 def test_a_403_storm_converges_and_throttled_calls_stay_a_small_share(world: Stack) -> None:
     """The emulator caps the key at 10/s while workers believe 100/s: AIMD must find the cap."""

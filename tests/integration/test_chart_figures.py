@@ -28,8 +28,14 @@ def _item(n: int, state: str = "pending") -> store.NewItem:
         kind="invalid" if rejected else "url",
         ref_key=store.rejected_ref_key("in.txt", n) if rejected else f"https://e.com/{n}.jpg",
         image_url=None if rejected else f"https://e.com/{n}.jpg",
-        oss_bucket=None, oss_object=None, oss_region=None, data_id=None, referer=None,
-        source="in.txt", line=n, state=state,
+        oss_bucket=None,
+        oss_object=None,
+        oss_region=None,
+        data_id=None,
+        referer=None,
+        source="in.txt",
+        line=n,
+        state=state,
         last_error=f"line {n}: imageUrl: is not an absolute URL" if rejected else None,
         raw_input=None,
     )
@@ -65,10 +71,21 @@ def test_figures_are_bucketed_by_the_database_at_the_times_stored(engine):
         conn.execute(
             sa.insert(decisions),
             [
-                dict(item_id=i, job_id=job.id, decision=d, policy_name="p", policy_version="1",
-                     source="policy", actor="t", decided_at=T0)
-                for i, d in zip(ids, ("block", "pass", "pass", "review", "pass", "unscanned",
-                                      "unscanned"), strict=True)
+                dict(
+                    item_id=i,
+                    job_id=job.id,
+                    decision=d,
+                    policy_name="p",
+                    policy_version="1",
+                    source="policy",
+                    actor="t",
+                    decided_at=T0,
+                )
+                for i, d in zip(
+                    ids,
+                    ("block", "pass", "pass", "review", "pass", "unscanned", "unscanned"),
+                    strict=True,
+                )
             ],
         )
         labelled = conn.execute(
@@ -99,11 +116,16 @@ def test_figures_are_bucketed_by_the_database_at_the_times_stored(engine):
                 expected[10 if conf is None else min(int(conf // 10), 9)] += 1
         assert list(figure.histogram) == expected, figure
     assert {c.key: c.value for c in data.states if c.value} == {
-        "done": 5, "failed": 2, "rejected": 1
+        "done": 5,
+        "failed": 2,
+        "rejected": 1,
     }
     assert [(p.policy, p.version) for p in data.decisions] == [("p", "1")]
     assert {c.key: c.value for c in data.decisions[0].counts} == {
-        "block": 1, "review": 1, "pass": 3, "unscanned": 2
+        "block": 1,
+        "review": 1,
+        "pass": 3,
+        "unscanned": 2,
     }
     assert [(c.key, c.value) for c in data.failures] == [("404", 2)]
     assert data.billing.billed_calls == 5

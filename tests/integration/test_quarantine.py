@@ -272,5 +272,6 @@ def test_an_object_two_services_blocked_is_frozen_once_and_restored(emu, root, s
 
     assert undone.returncode == 0, undone.stderr
     assert _acls(client, bucket, keys) == {
-        keys[0]: "public-read", **{k: "default" for k in keys[1:]}
+        keys[0]: "public-read",
+        **{k: "default" for k in keys[1:]},
     }

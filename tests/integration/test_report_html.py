@@ -72,9 +72,18 @@ def _add_decisions(engine: sa.Engine, job_id: int) -> None:
                 if version == "2" and decision == "review":
                     decision = "pass"
                 rows.append(
-                    dict(item_id=item_id, job_id=job_id, decision=decision, rule="r",
-                         policy_name="house", policy_version=version, policy_hash="h" * 64,
-                         source="policy", actor="test", decided_at=now)
+                    dict(
+                        item_id=item_id,
+                        job_id=job_id,
+                        decision=decision,
+                        rule="r",
+                        policy_name="house",
+                        policy_version=version,
+                        policy_hash="h" * 64,
+                        source="policy",
+                        actor="test",
+                        decided_at=now,
+                    )
                 )
         conn.execute(sa.insert(decisions), rows)
 
@@ -129,17 +138,18 @@ def test_the_html_report_shows_what_sql_holds_in_a_real_browser(pipeline, browse
         _counts(tables["states"])
     )
 
-    risks = dict(pipeline.rows(
-        f"SELECT coalesce(risk_level, 'unknown'), count(*) FROM results {q} GROUP BY 1"
-    ))
+    risks = dict(
+        pipeline.rows(
+            f"SELECT coalesce(risk_level, 'unknown'), count(*) FROM results {q} GROUP BY 1"
+        )
+    )
     assert _counts(tables["risks"]) == risks and sum(risks.values()) == 24
     assert dict(zip(charts["risks"]["labels"], charts["risks"]["datasets"][0]["data"])) == risks
 
     labels = {
         label: (images, rows)
         for label, images, rows in pipeline.rows(
-            "SELECT label, count(DISTINCT item_id), count(*) FROM result_labels "
-            f"{q} GROUP BY label"
+            f"SELECT label, count(DISTINCT item_id), count(*) FROM result_labels {q} GROUP BY label"
         )
     }
     shown = {r["key"]: (int(r["images"]), sum(r["histogram"])) for r in tables["labels"]}
@@ -164,9 +174,11 @@ def test_the_html_report_shows_what_sql_holds_in_a_real_browser(pipeline, browse
     assert decided[("1", "unscanned")] == 3 and ("2", "unscanned") not in decided
     assert charts["decisions"]["labels"] == ["house 1", "house 2"]
 
-    failures = dict(pipeline.rows(
-        f"SELECT last_code, count(*) FROM items {q} AND state = 'failed' GROUP BY last_code"
-    ))
+    failures = dict(
+        pipeline.rows(
+            f"SELECT last_code, count(*) FROM items {q} AND state = 'failed' GROUP BY last_code"
+        )
+    )
     assert _counts(tables["failures"]) == failures == {"404": 3}
 
     answered = pipeline.scalar(f"SELECT count(*) FROM results {q}")

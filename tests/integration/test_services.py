@@ -48,10 +48,12 @@ def test_a_two_service_job_bills_each_service_once_per_image(pipeline) -> None:
     )
     assert sorted(rows) == sorted([(BASE, "done", n), (AIGC, "done", n), (BASE, "rejected", 1)])
     wait_until(
-        lambda: pipeline.scalar(
-            f"SELECT coalesce(sum(calls), 0) FROM billed_calls WHERE job_id = {job}"
-        )
-        == 2 * n,
+        lambda: (
+            pipeline.scalar(
+                f"SELECT coalesce(sum(calls), 0) FROM billed_calls WHERE job_id = {job}"
+            )
+            == 2 * n
+        ),
         30,
         "the ledger to record every call",
     )
@@ -128,9 +130,7 @@ def test_reuse_is_per_service(pipeline) -> None:
         "GROUP BY service"
     )
     assert dict(reused) == {BASE: old}
-    assert pipeline.scalar(f"SELECT count(*) FROM results WHERE job_id = {job}") == 2 * (
-        old + new
-    )
+    assert pipeline.scalar(f"SELECT count(*) FROM results WHERE job_id = {job}") == 2 * (old + new)
     exported = [
         json.loads(x) for x in pipeline.imgmod("export", "both", check=True).stdout.splitlines()
     ]

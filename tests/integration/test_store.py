@@ -667,9 +667,7 @@ def test_only_connection_class_errors_count_as_a_database_outage(engine, job):
     assert not store.is_outage(bad_sql.value)
 
 
-def test_bulk_insert_keeps_any_text_and_time_exactly_skips_duplicates_and_keeps_order(
-    engine, job
-):
+def test_bulk_insert_keeps_any_text_and_time_exactly_skips_duplicates_and_keeps_order(engine, job):
     """PostgreSQL inserts through COPY, SQLite through raw multi-row statements: tabs,
     newlines, backslashes, "\\N" and non-ASCII survive, timestamps read back to the
     microsecond, a key already in the job (or twice in the batch) is skipped, and ids

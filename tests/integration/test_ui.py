@@ -289,8 +289,10 @@ def test_undo_is_a_new_decision_and_a_stale_undo_changes_nothing(ui_world: UiWor
     assert _current_item(after) != first
     undone = client.post(
         ui_world.url + "/queue/undo",
-        data={"decision_id": re.search(r'name="decision_id" value="(\d+)"', after).group(1),
-              "csrf": _csrf(after)},  # fmt: skip
+        data={
+            "decision_id": re.search(r'name="decision_id" value="(\d+)"', after).group(1),
+            "csrf": _csrf(after),
+        },  # fmt: skip
         timeout=10,
     ).text
     assert _current_item(undone) == first  # back to the reviewer who undid it
@@ -414,8 +416,10 @@ def test_imgmod_ui_refuses_in_one_line_without_users_or_a_free_port(tmp_path):
            "IMGMOD_UI_USERS": str(tmp_path / "users")}  # fmt: skip
     missing = run_imgmod(env, "ui", "--port", "0", timeout=60)
     assert missing.returncode == 2
-    assert missing.stderr.strip().splitlines()[-1].endswith(
-        "add a user with `imgmod ui adduser NAME`, or point IMGMOD_UI_USERS at the file"
+    assert (
+        missing.stderr.strip()
+        .splitlines()[-1]
+        .endswith("add a user with `imgmod ui adduser NAME`, or point IMGMOD_UI_USERS at the file")
     )
     short = run_imgmod(env, "ui", "adduser", "zed", "--password-stdin", stdin="short\n")
     assert short.returncode == 2 and "at least 8 characters; nothing was changed" in short.stderr
@@ -488,9 +492,7 @@ def test_in_a_browser_sign_in_is_required_and_a_wrong_password_is_refused(ui_wor
     assert "/login?next=" in chromium.current_url
     _browser_sign_in(chromium, ui_world, "alice", "wrong-password-1")
     # The click returns before the refusal's page has loaded on a loaded box: poll for it.
-    wait_until(
-        lambda: chromium.find_elements(By.CSS_SELECTOR, "p.error"), 15, "the refusal's page"
-    )
+    wait_until(lambda: chromium.find_elements(By.CSS_SELECTOR, "p.error"), 15, "the refusal's page")
     error = chromium.find_element(By.CSS_SELECTOR, "p.error").text
     assert error == "wrong name or password"
     assert _shown_item(chromium) is None

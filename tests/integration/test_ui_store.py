@@ -30,7 +30,8 @@ def _job(engine: sa.Engine, name: str, n: int) -> tuple[int, list[int]]:
     now = datetime.now(timezone.utc)
     with engine.begin() as conn:
         job_id = conn.execute(
-            sa.insert(jobs).values(name=name, service="baselineCheck_global", created_at=now)
+            sa.insert(jobs)
+            .values(name=name, service="baselineCheck_global", created_at=now)
             .returning(jobs.c.id)
         ).scalar_one()
         ids = [
@@ -116,9 +117,12 @@ def test_concurrent_reviewers_never_hold_the_same_image(engine):
     taken = [item for mine in got.values() for item in mine]
     assert len(taken) == 30 and len(set(taken)) == 30
     with engine.connect() as conn:
-        assert conn.execute(
-            sa.select(sa.func.count()).select_from(events).where(events.c.kind == "review")
-        ).scalar_one() == 30
+        assert (
+            conn.execute(
+                sa.select(sa.func.count()).select_from(events).where(events.c.kind == "review")
+            ).scalar_one()
+            == 30
+        )
 
 
 def test_a_lease_keeps_others_out_until_it_runs_out(engine):
@@ -164,13 +168,22 @@ def test_browse_filters_by_decision_label_confidence_and_job(engine):
     with engine.begin() as conn:
         for n, item in enumerate(ids_a):
             result = conn.execute(
-                sa.insert(store.results).values(item_id=item, job_id=job_a,
-                                                service="baselineCheck_global", risk_level="high",
-                                                raw={}, moderated_at=now)
+                sa.insert(store.results)
+                .values(
+                    item_id=item,
+                    job_id=job_a,
+                    service="baselineCheck_global",
+                    risk_level="high",
+                    raw={},
+                    moderated_at=now,
+                )
                 .returning(store.results.c.id)
             ).scalar_one()
-            conn.execute(sa.insert(store.result_labels).values(
-                result_id=result, job_id=job_a, item_id=item, label="porn", confidence=n * 20.0))
+            conn.execute(
+                sa.insert(store.result_labels).values(
+                    result_id=result, job_id=job_a, item_id=item, label="porn", confidence=n * 20.0
+                )
+            )
     # fmt: skip
     every = browse_page(engine, BrowseFilter())
     assert len(every) == 8

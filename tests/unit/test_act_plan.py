@@ -100,8 +100,10 @@ def test_a_signature_verifies_only_for_its_body_secret_and_a_recent_timestamp() 
     secret, body = b"s" * 20, event_body({"b": 1, "a": "é"})
     headers = Signer(secret).headers(body, 1_000_000, "7-3")
     expected = hmac.new(secret, b"1000000." + body, hashlib.sha256).hexdigest()
-    assert headers["X-Imgmod-Signature"] == f"v1={expected}" == "v1=" + signature(
-        secret, 1_000_000, body
+    assert (
+        headers["X-Imgmod-Signature"]
+        == f"v1={expected}"
+        == "v1=" + signature(secret, 1_000_000, body)
     )
     assert verify(secret, headers, body, now=1_000_100)
     assert not verify(secret, headers, body + b" ", now=1_000_100)

@@ -19,8 +19,17 @@ T0 = datetime(2026, 12, 6, 12, 0, 0, tzinfo=timezone.utc)
 
 @pytest.mark.parametrize(
     ("span", "width"),
-    [(0, 1), (59, 1), (61, 2), (300, 5), (3600, 60), (3601, 120), (86400, 1800),
-     (30 * 86400, 43200), (100 * 86400, 172800)],
+    [
+        (0, 1),
+        (59, 1),
+        (61, 2),
+        (300, 5),
+        (3600, 60),
+        (3601, 120),
+        (86400, 1800),
+        (30 * 86400, 43200),
+        (100 * 86400, 172800),
+    ],
 )
 def test_bucket_width_is_a_readable_width_giving_at_most_60_buckets(span, width):
     assert rd.bucket_width(span) == width
@@ -41,9 +50,7 @@ def test_cost_is_exact_to_the_cent_and_absent_without_a_price():
 def test_ordered_keeps_the_known_order_then_the_rest_by_size():
     counts = {"low": 3, "weird": 1, "high": 2, "other": 7}
     got = rd.ordered(counts, rd.RISK_ORDER, keep_zero=False)
-    assert [(c.key, c.value) for c in got] == [
-        ("high", 2), ("low", 3), ("other", 7), ("weird", 1)
-    ]
+    assert [(c.key, c.value) for c in got] == [("high", 2), ("low", 3), ("other", 7), ("weird", 1)]
     assert [c.key for c in rd.ordered({}, rd.DECISION_ORDER, keep_zero=True)] == list(
         rd.DECISION_ORDER
     )
