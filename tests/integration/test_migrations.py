@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import threading
 from dataclasses import replace
@@ -240,6 +241,66 @@ def test_0009_gives_existing_rows_their_jobs_service_and_keeps_them_unique_per_s
         )  # fmt: skip
         assert store.insert_items(engine, 1, [again]) == []  # same reference, same service
         assert len(store.insert_items(engine, 1, [replace(again, service="other")])) == 1
+        store.check_schema(engine)
+    finally:
+        engine.dispose()
+
+
+def test_0010_cuts_url_and_oss_identities_to_what_imgmod_computes_now_and_back(database_url):
+    """Answers stored before 0010 are still found: a stored identity, cut, equals the one this
+    imgmod computes for the same image; a downgrade restores 0009's whole digests."""
+    from worker.identity import oss_keys, url_keys
+
+    url, etag, sha = "https://e.com/1.png", '"5EB63BBBE01EEED093CB22BB8F5ACDC3"', "a" * 64
+    whole_url = "url:" + hashlib.sha256(url.encode()).hexdigest()
+    whole_oss = "oss:" + hashlib.sha256(f"b\0k.png\0{etag.strip(chr(34))}".encode()).hexdigest()
+    rows = [  # (kind, ref_key, image_url, bucket, object, etag, identity as 0009 stored it)
+        ("url", url, url, None, None, None, whole_url),
+        ("oss", "oss://b/k.png", None, "b", "k.png", etag, whole_oss),
+        ("oss", "oss://b/gone.png", None, "b", "gone.png", None, "oss:" + "c" * 64),
+        ("file", "/tmp/f.png", None, None, None, None, "sha256:" + sha),
+    ]
+    store.upgrade(database_url, "0009")
+    engine = store.make_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO jobs (id, name, service, info_type, created_at, total_lines, "
+                    "accepted, duplicates, rejected) VALUES (1, 'old', 'baselineCheck_global', "
+                    "'', CURRENT_TIMESTAMP, 4, 4, 0, 0)"
+                )
+            )
+            for line, (kind, ref, image_url, bucket, obj, tag, identity) in enumerate(rows, 1):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO items (job_id, kind, ref_key, image_url, oss_bucket, "
+                        "oss_object, etag, identity, source, line, state, attempts, created_at, "
+                        "updated_at, service) VALUES (1, :kind, :ref, :url, :bucket, :obj, :etag, "
+                        ":identity, 'in.txt', :line, 'done', 1, CURRENT_TIMESTAMP, "
+                        "CURRENT_TIMESTAMP, 'baselineCheck_global')"
+                    ),
+                    {"kind": kind, "ref": ref, "url": image_url, "bucket": bucket, "obj": obj,
+                     "etag": tag, "identity": identity, "line": line},
+                )  # fmt: skip
+
+        def identities() -> list[str | None]:
+            with engine.connect() as conn:
+                query = sa.text("SELECT identity FROM items ORDER BY line")
+                return list(conn.execute(query).scalars())
+
+        store.upgrade(database_url)
+        assert identities() == [
+            url_keys(url).identity,
+            oss_keys("b", "k.png", etag, None).identity,
+            "oss:" + "c" * 24,
+            "sha256:" + sha,
+        ]
+        with engine.begin() as conn:
+            command.downgrade(migrate.alembic_config(conn), "0009")
+        # The object without its ETag cannot be computed again: no identity, never reused.
+        assert identities() == [whole_url, whole_oss, None, "sha256:" + sha]
+        store.upgrade(database_url)
         store.check_schema(engine)
     finally:
         engine.dispose()

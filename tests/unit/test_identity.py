@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from worker.identity import NO_KEYS, file_keys, keys_of, md5_of_etag, oss_keys, url_keys
@@ -73,6 +75,17 @@ def test_a_url_has_an_identity_and_no_content_key() -> None:
     assert keys.identity is not None and keys.identity.startswith("url:")
     assert keys.content_key is None
     assert url_keys("https://example.com/b.png").identity != keys.identity
+
+
+def test_url_and_oss_identities_are_the_first_24_digits_of_the_digest_stored_before_0010() -> None:
+    """Migration 0010 cuts stored identities to 28 characters: that must be what imgmod now
+    computes for the same image, or answers stored before the upgrade are never reused."""
+    url = "https://example.com/a.png"
+    whole = hashlib.sha256(url.encode()).hexdigest()
+    assert url_keys(url).identity == "url:" + whole[:24]
+    whole = hashlib.sha256(b"archive\0a.png\0" + MD5.encode()).hexdigest()
+    assert oss_keys("archive", "a.png", f'"{MD5}"', 10).identity == "oss:" + whole[:24]
+    assert file_keys(SHA).identity == "sha256:" + SHA  # a file's stays whole
 
 
 def test_keys_fit_their_columns_whatever_the_name() -> None:
