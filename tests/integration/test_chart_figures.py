@@ -28,17 +28,11 @@ def _item(n: int, state: str = "pending") -> store.NewItem:
         kind="invalid" if rejected else "url",
         ref_key=store.rejected_ref_key("in.txt", n) if rejected else f"https://e.com/{n}.jpg",
         image_url=None if rejected else f"https://e.com/{n}.jpg",
-        oss_bucket=None,
-        oss_object=None,
-        oss_region=None,
-        data_id=None,
-        referer=None,
-        source="in.txt",
-        line=n,
-        state=state,
+        oss_bucket=None, oss_object=None, oss_region=None, data_id=None, referer=None,
+        source="in.txt", line=n, state=state,
         last_error=f"line {n}: imageUrl: is not an absolute URL" if rejected else None,
         raw_input=None,
-    )
+    )  # fmt: skip
 
 
 def test_figures_are_bucketed_by_the_database_at_the_times_stored(engine):
@@ -71,23 +65,12 @@ def test_figures_are_bucketed_by_the_database_at_the_times_stored(engine):
         conn.execute(
             sa.insert(decisions),
             [
-                dict(
-                    item_id=i,
-                    job_id=job.id,
-                    decision=d,
-                    policy_name="p",
-                    policy_version="1",
-                    source="policy",
-                    actor="t",
-                    decided_at=T0,
-                )
-                for i, d in zip(
-                    ids,
-                    ("block", "pass", "pass", "review", "pass", "unscanned", "unscanned"),
-                    strict=True,
-                )
+                dict(item_id=i, job_id=job.id, decision=d, policy_name="p", policy_version="1",
+                     source="policy", actor="t", decided_at=T0)
+                for i, d in zip(ids, ("block", "pass", "pass", "review", "pass", "unscanned",
+                                      "unscanned"), strict=True)
             ],
-        )
+        )  # fmt: skip
         labelled = conn.execute(
             sa.select(store.result_labels.c.label, store.result_labels.c.confidence).where(
                 store.result_labels.c.job_id == job.id

@@ -198,6 +198,18 @@ def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(sqlite_url):
         engine.dispose()
 
 
+def _insert_old_job(conn: sa.Connection, service: str, lines: int) -> None:
+    """Job 1, ``old``, as an earlier schema holds it (written in SQL: no code of today's)."""
+    conn.execute(
+        sa.text(
+            "INSERT INTO jobs (id, name, service, info_type, created_at, total_lines, "
+            "accepted, duplicates, rejected) VALUES (1, 'old', :service, '', CURRENT_TIMESTAMP, "
+            ":lines, :lines, 0, 0)"
+        ),
+        {"service": service, "lines": lines},
+    )
+
+
 def test_0009_gives_existing_rows_their_jobs_service_and_keeps_them_unique_per_service(
     database_url,
 ):
@@ -207,13 +219,7 @@ def test_0009_gives_existing_rows_their_jobs_service_and_keeps_them_unique_per_s
     engine = store.make_engine(database_url)
     try:
         with engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO jobs (id, name, service, info_type, created_at, total_lines, "
-                    "accepted, duplicates, rejected) VALUES (1, 'old', 'aigcDetector_global', "
-                    "'', CURRENT_TIMESTAMP, 1, 1, 0, 0)"
-                )
-            )
+            _insert_old_job(conn, "aigcDetector_global", lines=1)
             conn.execute(
                 sa.text(
                     "INSERT INTO items (job_id, kind, ref_key, source, line, state, attempts, "
@@ -264,13 +270,7 @@ def test_0010_cuts_url_and_oss_identities_to_what_imgmod_computes_now_and_back(d
     engine = store.make_engine(database_url)
     try:
         with engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO jobs (id, name, service, info_type, created_at, total_lines, "
-                    "accepted, duplicates, rejected) VALUES (1, 'old', 'baselineCheck_global', "
-                    "'', CURRENT_TIMESTAMP, 4, 4, 0, 0)"
-                )
-            )
+            _insert_old_job(conn, "baselineCheck_global", lines=4)
             for line, (kind, ref, image_url, bucket, obj, tag, identity) in enumerate(rows, 1):
                 conn.execute(
                     sa.text(
