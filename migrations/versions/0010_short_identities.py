@@ -8,7 +8,7 @@ Create Date: 2026-12-07
 the normalised URL, or of bucket, key and ETag (``worker.identity``). Its first 24 hex digits (96
 bits) now make the key: the index's entries are less than half as long, and an enqueue, which
 rewrites most of that index's pages with every batch (its keys are random), runs faster
-(``bench/RESULTS.md``, ``worker.identity`` for why 96 bits cannot mistake one image for another).
+(``bench/RESULTS.md``; ``worker.identity`` shows why 96 bits are enough to tell images apart).
 
 * Upgrade cuts every stored URL and OSS identity to its first 28 characters (the kind and 24
   digits): exactly what this imgmod computes for the same image, so an answer stored before the
