@@ -160,15 +160,3 @@ def test_the_lock_is_what_the_venv_holds():
         check=False,
     )
     assert result.returncode == 0, result.stderr
-
-
-def test_redis_clients_parse_replies_with_hiredis():
-    """Every Redis client (the limiter's, the parked answers', kombu's broker channels) takes
-    redis-py's default parser, which is hiredis's C parser only when hiredis is installed at a
-    version redis-py accepts: a lock that loses it (or an upgrade past what redis-py knows)
-    costs the hot path its CPU silently (bench/RESULTS.md, issue 12, tenth session)."""
-    import redis
-    from redis._parsers import _HiredisParser
-
-    connection = redis.Redis(host="127.0.0.1", port=6379).connection_pool.make_connection()
-    assert isinstance(connection._parser, _HiredisParser)
