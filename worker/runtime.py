@@ -48,6 +48,9 @@ REDIS_TIMEOUT_S = 5.0  # the parked-answer client: a hung Redis fails the call, 
 # shared by every worker host.
 STANDING_DATABASE_CONNECTIONS = 20
 MAX_DATABASE_CONNECTIONS = 60
+# Opened when the worker is ready, before its first messages (store.open_connections says why):
+# about as many claims as a fresh process runs at once in the first tenth of a second.
+READY_DATABASE_CONNECTIONS = 8
 
 Publish = Callable[[Sequence[int]], None]
 

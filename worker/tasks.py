@@ -30,7 +30,13 @@ from worker import store
 from worker.app import process_app, process_settings
 from worker.attempt import LOOK_UP, Billed, attempt, parked_answers
 from worker.retry import Later, backend_wait, countdown, look_again_after
-from worker.runtime import Runtime, current_runtime, new_owner, process_runtime
+from worker.runtime import (
+    READY_DATABASE_CONNECTIONS,
+    Runtime,
+    current_runtime,
+    new_owner,
+    process_runtime,
+)
 from worker.store import ClaimedItem
 
 log = logging.getLogger("imgmod.task")
@@ -230,6 +236,17 @@ def _start_lease_keeper(**_: object) -> None:
         log.error("lease keeper not started: %s", exc)
         return
     rt.leases.start()
+
+
+@worker_ready.connect(dispatch_uid="imgmod.db.open")  # type: ignore[untyped-decorator]
+def _open_database_connections(**_: object) -> None:
+    """A fresh worker's first claims find their database connections open
+    (:func:`worker.store.open_connections` says why); connected after the lease keeper's
+    start, so the runtime is built, and before the freeze, so the connections are frozen too."""
+    rt = current_runtime()
+    if rt is not None:
+        opened = store.open_connections(rt.engine, READY_DATABASE_CONNECTIONS)
+        log.info("database: %d connections open before the first message", opened)
 
 
 @worker_ready.connect(dispatch_uid="imgmod.gc.freeze")  # type: ignore[untyped-decorator]

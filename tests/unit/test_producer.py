@@ -9,6 +9,7 @@ never published without a row.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,6 +160,29 @@ def test_the_first_top_up_comes_after_a_smaller_first_batch(
     assert per_call[0] == 1  # the first image is published before the next lines are inserted
     assert len(per_call) == 3  # 7 lines: 1, then batches of 2 and 4 (each twice the last)
     assert sum(per_call) == summary.published == GOOD
+
+
+def test_the_first_batch_is_published_before_the_reading_ahead_starts(
+    engine: sa.Engine, settings: Settings, app: Celery, source: Path, published: list[int]
+) -> None:
+    """The reading-ahead thread would hold the GIL half the time while the workers' first
+    messages are made: it starts only once they are out."""
+    job = producer.open_job(engine, settings, "j")
+    top_up = producer.eager_top_up(engine, app, settings.queue_window)
+    reading_ahead: list[bool] = []
+
+    def watched() -> int:
+        names = {t.name for t in threading.enumerate()}
+        reading_ahead.append("enqueue-read-ahead" in names)
+        return top_up()
+
+    records = read_inputs([str(source)])
+    producer.enqueue_records(engine, job, records, watched, batch_size=5, first_batch=1)
+
+    assert reading_ahead[0] is False
+    # At the second, the thread holds the last batch ready (it ends only when that is taken).
+    assert reading_ahead[1] is True
+    assert len(published) == GOOD
 
 
 def test_a_copy_line_escapes_what_copy_text_would_misread() -> None:

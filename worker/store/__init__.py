@@ -44,7 +44,7 @@ from worker.store.decisions import (
     latest_decisions,
     record_decisions,
 )
-from worker.store.engine import POOL_SIZE, is_outage, make_engine
+from worker.store.engine import POOL_SIZE, is_outage, make_engine, open_connections
 from worker.store.events import (
     EVENT_KINDS,
     Event,
@@ -196,6 +196,7 @@ __all__ = [
     "mark_queued",
     "open_listing",
     "metadata",
+    "open_connections",
     "record_failure",
     "record_result",
     "record_results",

@@ -173,6 +173,32 @@ def write(engine: Engine, *, eager: bool = False) -> Iterator[Connection]:
             yield conn
 
 
+def open_connections(engine: Engine, count: int) -> int:
+    """Open up to ``count`` of the engine's standing connections now, and leave them in its
+    pool; returns how many stand there after (0 if the database is away: nothing raises).
+
+    Why: a fresh worker's first messages all arrive within a few tens of milliseconds, and
+    each claim then opened its own PostgreSQL connection at the same moment (a server process
+    forked for each, on a box the worker shares): the first claims waited 15-60 ms for a
+    connection, and the job's first call left 0.23 s after its first row was queued. With
+    eight connections opened when the worker is ready, the wait was 1-10 ms and the first
+    call 0.10-0.14 s in (bench/RESULTS.md, eleventh session). Never more than the pool keeps
+    standing: a connection opened past it would be closed again on its return.
+    """
+    pool = engine.pool
+    keeps = pool.size() if isinstance(pool, sa.pool.QueuePool) else 0
+    held: list[Connection] = []
+    try:
+        for _ in range(min(count, keeps)):
+            held.append(engine.connect())
+    except sa.exc.SQLAlchemyError:
+        pass  # away: the tasks meet it and say so, with the fix
+    finally:
+        for conn in held:
+            conn.close()
+    return pool.checkedin() if isinstance(pool, sa.pool.QueuePool) else 0
+
+
 def safe_url(engine: Engine) -> str:
     """The engine's URL for messages: never its password."""
     return engine.url.render_as_string(hide_password=True)
