@@ -111,7 +111,7 @@ def enqueue_records(
     inserted = 0
     # The first batch is inserted and published before the reading ahead starts: its thread
     # would hold the GIL half the time while the first messages are made, and the workers
-    # wait for those (the first publish 25-40 ms later on PostgreSQL, bench/RESULTS.md).
+    # wait for those (the first publish came 20-40 ms later on PostgreSQL, bench/RESULTS.md).
     batches = iter(batches)
     first = list(islice(batches, 1))
     for batch in chain(first, read_ahead(batches, depth=1, name="enqueue-read-ahead")):

@@ -246,7 +246,7 @@ def _open_database_connections(**_: object) -> None:
     rt = current_runtime()
     if rt is not None:
         opened = store.open_connections(rt.engine, READY_DATABASE_CONNECTIONS)
-        log.info("database: %d connections open before the first message", opened)
+        log.info("database: %d connections opened at start", opened)
 
 
 @worker_ready.connect(dispatch_uid="imgmod.gc.freeze")  # type: ignore[untyped-decorator]

@@ -13,7 +13,7 @@ from worker import store
 from worker.processes import free_port
 from worker.runtime import READY_DATABASE_CONNECTIONS
 
-OPEN_LINE = re.compile(r"database: (\d+) connections open before the first message")
+OPEN_LINE = re.compile(r"database: (\d+) connections opened at start")
 
 
 def _server_connections(engine: sa.Engine) -> int:

@@ -179,11 +179,10 @@ def open_connections(engine: Engine, count: int) -> int:
 
     Why: a fresh worker's first messages all arrive within a few tens of milliseconds, and
     each claim then opened its own PostgreSQL connection at the same moment (a server process
-    forked for each, on a box the worker shares): the first claims waited 15-60 ms for a
-    connection, and the job's first call left 0.23 s after its first row was queued. With
-    eight connections opened when the worker is ready, the wait was 1-10 ms and the first
-    call 0.10-0.14 s in (bench/RESULTS.md, eleventh session). Never more than the pool keeps
-    standing: a connection opened past it would be closed again on its return.
+    forked for each, on a box the worker shares): traced, the first claims waited 15-60 ms
+    for a connection, 1-10 ms with eight opened when the worker was ready (bench/RESULTS.md,
+    eleventh session). Never more than the pool keeps standing: a connection opened past it
+    would be closed again on its return.
     """
     pool = engine.pool
     keeps = pool.size() if isinstance(pool, sa.pool.QueuePool) else 0
