@@ -3,6 +3,7 @@ failure raised where it happened, and a closed iterator's thread gone."""
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from worker.processes import wait_until
-from worker.readahead import HANDOFF_S, read_ahead
+from worker.readahead import BULK_YOUNG_THRESHOLD, HANDOFF_S, read_ahead
 
 
 def _counted(n: int, taken: list[int], lock: threading.Lock) -> Iterator[int]:
@@ -74,3 +75,16 @@ def test_the_switch_interval_is_lowered_while_a_read_ahead_runs_and_restored_aft
     assert sys.getswitchinterval() == pytest.approx(HANDOFF_S)  # the second still runs
     assert list(second) == list(range(1, 10))
     assert sys.getswitchinterval() == pytest.approx(before)
+
+
+def test_the_young_generation_is_collected_less_often_while_a_read_ahead_runs() -> None:
+    before = gc.get_threshold()
+    first = read_ahead(iter(range(10)))
+    next(first)
+    second = read_ahead(iter(range(10)))
+    next(second)
+    assert gc.get_threshold() == (BULK_YOUNG_THRESHOLD, *before[1:])
+    first.close()
+    assert gc.get_threshold()[0] == BULK_YOUNG_THRESHOLD  # the second still runs
+    assert list(second) == list(range(1, 10))
+    assert gc.get_threshold() == before
