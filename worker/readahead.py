@@ -82,10 +82,10 @@ def read_ahead(source: Iterable[T], *, depth: int = 1, name: str = "read-ahead")
 # frees; none of them is in a cycle. At the default threshold (a young collection every 700
 # new containers) the collector ran thousands of times a batch, each time walking the part of
 # the batch already built, and the older generations after: about a fifth of the reading
-# thread's CPU, holding the GIL. At 50,000 the enqueue of 300,000 references on SQLite went
-# from 25,900-26,400/s to 30,100-34,600/s, the reading thread from 20.6-21.0 to 13.4-16.1 µs
-# of CPU a reference (bench/RESULTS.md, eleventh session). Cycles made meanwhile are still
-# collected, only later.
+# thread's CPU, holding the GIL. At 50,000 the enqueue of a million references with a worker
+# beside went from 18,000-18,700/s to 21,200-22,200/s on SQLite, and the producer's CPU a
+# reference fell by a fifth on SQLite and a quarter on PostgreSQL (bench/RESULTS.md, eleventh
+# session). Cycles made meanwhile are still collected, only later.
 #
 # Both are the process's settings: counted, so overlapping read-aheads restore them once, when
 # the last one ends.

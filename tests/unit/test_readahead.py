@@ -64,27 +64,18 @@ def test_closing_the_iterator_ends_the_thread_and_reads_no_further() -> None:
     assert len(taken) <= 3
 
 
-def test_the_switch_interval_is_lowered_while_a_read_ahead_runs_and_restored_after() -> None:
-    before = sys.getswitchinterval()
+def test_the_process_is_tuned_while_read_aheads_run_and_restored_once_after() -> None:
+    """The switch interval is lowered and the young generation collected less often while any
+    read-ahead runs; both come back when the last one ends."""
+    interval, thresholds = sys.getswitchinterval(), gc.get_threshold()
     first = read_ahead(iter(range(10)))
     next(first)
     second = read_ahead(iter(range(10)))
     next(second)
-    assert sys.getswitchinterval() == pytest.approx(HANDOFF_S)
+    tuned = (pytest.approx(HANDOFF_S), (BULK_YOUNG_THRESHOLD, *thresholds[1:]))
+    assert (sys.getswitchinterval(), gc.get_threshold()) == tuned
     first.close()
-    assert sys.getswitchinterval() == pytest.approx(HANDOFF_S)  # the second still runs
+    assert (sys.getswitchinterval(), gc.get_threshold()) == tuned  # the second still runs
     assert list(second) == list(range(1, 10))
-    assert sys.getswitchinterval() == pytest.approx(before)
-
-
-def test_the_young_generation_is_collected_less_often_while_a_read_ahead_runs() -> None:
-    before = gc.get_threshold()
-    first = read_ahead(iter(range(10)))
-    next(first)
-    second = read_ahead(iter(range(10)))
-    next(second)
-    assert gc.get_threshold() == (BULK_YOUNG_THRESHOLD, *before[1:])
-    first.close()
-    assert gc.get_threshold()[0] == BULK_YOUNG_THRESHOLD  # the second still runs
-    assert list(second) == list(range(1, 10))
-    assert gc.get_threshold() == before
+    assert sys.getswitchinterval() == pytest.approx(interval)
+    assert gc.get_threshold() == thresholds
