@@ -56,7 +56,7 @@ def read_ahead(source: Iterable[T], *, depth: int = 1, name: str = "read-ahead")
         hand_over(_DONE)
 
     thread = threading.Thread(target=run, name=name, daemon=True)
-    _prompt_handoffs(+1)
+    _tune_process(+1)
     thread.start()
     try:
         while True:
@@ -68,7 +68,7 @@ def read_ahead(source: Iterable[T], *, depth: int = 1, name: str = "read-ahead")
             yield got  # type: ignore[misc]  # anything else is an item of source
     finally:
         stop.set()
-        _prompt_handoffs(-1)
+        _tune_process(-1)
 
 
 # Why the switch interval is lowered while a read-ahead runs: the caller's thread gives the GIL
@@ -91,23 +91,23 @@ def read_ahead(source: Iterable[T], *, depth: int = 1, name: str = "read-ahead")
 # the last one ends.
 HANDOFF_S = 0.0002
 BULK_YOUNG_THRESHOLD = 50_000
-_handoff_lock = threading.Lock()
-_handoff_users = 0
+_tuning_lock = threading.Lock()
+_tuning_users = 0
 _handoff_saved = 0.005
 _thresholds_saved: tuple[int, ...] = (700, 10, 10)
 
 
-def _prompt_handoffs(change: int) -> None:
-    global _handoff_users, _handoff_saved, _thresholds_saved
-    with _handoff_lock:
-        if change > 0 and _handoff_users == 0:
+def _tune_process(change: int) -> None:
+    global _tuning_users, _handoff_saved, _thresholds_saved
+    with _tuning_lock:
+        if change > 0 and _tuning_users == 0:
             _handoff_saved = sys.getswitchinterval()
             sys.setswitchinterval(min(HANDOFF_S, _handoff_saved))
             _thresholds_saved = gc.get_threshold()
             young, *older = _thresholds_saved
             gc.set_threshold(max(young, BULK_YOUNG_THRESHOLD), *older)
-        _handoff_users += change
-        if change < 0 and _handoff_users == 0:
+        _tuning_users += change
+        if change < 0 and _tuning_users == 0:
             sys.setswitchinterval(_handoff_saved)
             gc.set_threshold(*_thresholds_saved)
 
