@@ -101,7 +101,7 @@ class Figures:
     max_billed_per_image: int
     worker_cpu: float
     worker_sys: float  # of which in the kernel
-    limiter_events: tuple[int, int]  # (403s that widened the margin, rate cuts), from the logs
+    limiter_events: tuple[int, int, int]  # (403s forgiven, margin widened, rate cuts), logs
     # Seconds per call of the client alone, measured in the same run: before and after the
     # job (empty: not measured, --bare 0).
     bare_each: tuple[float, ...]
@@ -132,8 +132,8 @@ class Figures:
             f"  calls per second (whole seconds) {_spread(self.per_second, self.qps)}",
             f"  throttled (403) calls           {self.throttled:9d}   "
             f"({100 * self.throttled / max(1, self.calls):.2f}% of {self.calls} calls)",
-            f"  limiter reactions to 403s       {self.limiter_events[0]:9d} margin widened, "
-            f"{self.limiter_events[1]} rate cuts",
+            f"  limiter reactions to 403s       {self.limiter_events[0]:9d} forgiven, "
+            f"{self.limiter_events[1]} margin widened, {self.limiter_events[2]} rate cuts",
             f"  billed per distinct image       {self.billed / max(1, self.n):9.3f}   "
             f"({self.billed} billed, {self.distinct_billed} images, max "
             f"{self.max_billed_per_image} per image)",
@@ -357,7 +357,7 @@ def run_one(
             for name, v in admin.info("commandstats").items()
         }
         logs = "".join(w.log() for w in workers)
-        limiter_events = (logs.count("margin on"), logs.count("cut to"))
+        limiter_events = (logs.count(": forgiven"), logs.count("margin on"), logs.count("cut to"))
         rss = [
             peak_rss_mb(p)
             for w in workers

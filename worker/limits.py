@@ -36,9 +36,10 @@ by one Lua script per permit running inside Redis:
   holds throughout: a slower rate only widens the interval.
 * **A learned margin** (the worker's limiter): permits aim at ``qps`` times a :class:`Margin`
   kept in the same hash, lowered a little by a jitter 403 near that ceiling and regained while
-  none comes. A lower cap (a dense volley, a 403 further down, three mild reactions in a row)
-  halves the rate (``worker.limits_lua``); a 403 one of our own late calls explains
-  (:mod:`worker.late_calls`) never does: it is a mild reaction, never a strike or a volley.
+  none comes; a lone one (the first in ``Margin.forgive`` seconds) is forgiven. A lower cap
+  (a dense volley, a 403 further down, three mild reactions in a row) halves the rate
+  (``worker.limits_lua``); a 403 one of our own late calls explains (:mod:`worker.late_calls`)
+  never does: it is a mild reaction, never a strike or a volley.
 
 The configured ``qps`` travels with every call instead of living in Redis: raising
 ``IMGMOD_QPS`` takes effect on the next permit without flushing anything. If Redis restarts, the
@@ -246,10 +247,18 @@ class RateLimiter:
             *self.margin.args(),
             self.margin.step,
             slot_us,
+            int(self.margin.forgive * 1_000_000),
             keys=[self.key, late_key(self.key)],
         )
         late = "a 403 after our own late call"
-        if int(cut) == 3:
+        if int(cut) == 5:
+            log.info(
+                "a lone 403 at the full rate, the first in %g s: forgiven, %s stays at %.2f/s",
+                self.margin.forgive,
+                self.key,
+                float(rate),
+            )
+        elif int(cut) == 3:
             log.info("%s: margin on %s widened, %.2f/s", late, self.key, float(rate))
         elif int(cut) == 4:
             log.info("%s: shared rate on %s cut to %.2f/s (gently)", late, self.key, float(rate))

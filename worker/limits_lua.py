@@ -84,10 +84,11 @@ return {1, wait, now + wait, n, interval}
 
 # KEYS[1], KEYS[2] (the late calls, worker.late_calls; optional); ARGV: qps, increase/s,
 # factor, min_qps, window_us, ttl_ms, recover_fraction, near_cap_factor, margin start, most,
-# least, regain/s, step, the refused call's slot (µs; 0: not known).
+# least, regain/s, step, the refused call's slot (µs; 0: not known), forgive (µs; 0: never).
 # Cuts the shared rate unless it was cut (or the margin lowered) less than window_us ago:
 # {1 cut / 2 margin lowered only / 0 nothing, the rate now in force as a string}; 3 and 4 are
-# 2 and a gentle cut for a 403 our own late call explains, which never halves. With a
+# 2 and a gentle cut for a 403 our own late call explains, which never halves; 5 a lone 403
+# forgiven (nothing changed: the first in `forgive` µs at the full rate). With a
 # learned margin (step > 0), near the ceiling a 403 widens the margin (and cuts gently when
 # another did within 5 s); below it, when a volley's 403s reach a tenth of a second's permits
 # (ten at least), or on a third mild reaction in a row (each within 3 s of the last), it cuts
@@ -96,7 +97,7 @@ THROTTLED_LUA = (
     EFFECTIVERATE_LUA
     + """
 local state = redis.call('HMGET', KEYS[1], 'cut_rate', 'cut_at', 'margin', 'margin_at', 'mild',
-                         'strikes', 'lowered_at')
+                         'strikes', 'lowered_at', 'forgiven_at')
 local margin = margin_now(tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]),
                           tonumber(ARGV[12]), state[3], state[4], now)
 local qps = tonumber(ARGV[1]) * margin
@@ -148,6 +149,22 @@ for _, at in ipairs({state[2], state[7]}) do -- a volley of 403s is one signal
   end
 end
 local near = rate >= qps * 0.95
+-- A lone 403 at the full rate (none forgiven, no step taken, in the `forgive` seconds before
+-- it) is forgiven: a step would cost ten times the call it lost (worker.limits_margin). It
+-- opens no volley, so the next 403, even in the same burst, takes the step as before.
+local forgive = tonumber(ARGV[15]) or 0
+if learn and near and forgive > 0 then
+  local lone = true
+  for _, at in ipairs({state[7], state[8]}) do
+    local s = since(at)
+    if s and s >= 0 and s < forgive then lone = false end
+  end
+  if lone then
+    redis.call('HSET', KEYS[1], 'forgiven_at', string.format('%.0f', now))
+    redis.call('PEXPIRE', KEYS[1], ARGV[6])
+    return {5, string.format('%.6f', rate)}
+  end
+end
 if learn then
   -- Within 15 % of the ceiling (a gentle cut leaves 10 % off) a lone 403 is still jitter;
   -- a real lower cap shows as a dense volley (above) or as 403s further down.

@@ -17,6 +17,15 @@ class Margin:
     (the first such 403 in 5 s does only that, no rate cut); each second without one regains
     ``regain``, up to ``most``. At the defaults one jitter event in 20 s (a few 403s: ~0.2 % of
     the calls at 100/s) holds it still. Kept in the limiter's hash: every host learns from it.
+
+    A lone 403 at the full rate, with no 403 forgiven and no step taken in the ``forgive``
+    seconds before it, is forgiven: it moves nothing. Why: a step costs ``step`` of the cap
+    until ``step / regain`` seconds of quiet win it back (0.005 x 100/s for 20 s: ten calls'
+    worth of pacing), the 403 itself one call; on this project's 2-core box one such 403 in a
+    3,000-image job was the whole difference between 0.973 and 0.967 of the cap. A second 403
+    within ``forgive`` s (or the second of a burst) still takes the step, so jitter that
+    recurs is learned as before, and a lower cap is found one 403 later. At most one 403 in
+    ``forgive`` s goes unlearned: 0.05 % of the calls at 100/s.
     """
 
     start: float = 0.985
@@ -24,6 +33,7 @@ class Margin:
     least: float = 0.95
     step: float = 0.005
     regain: float = 0.00025
+    forgive: float = 20.0
 
     def __post_init__(self) -> None:
         if not 0 < self.least <= self.start <= self.most <= 1:
@@ -31,13 +41,13 @@ class Margin:
                 f"margin least={self.least!r}, start={self.start!r}, most={self.most!r}: "
                 "need 0 < least <= start <= most <= 1"
             )
-        if self.step < 0 or self.regain < 0:
-            raise ValueError("margin step and regain must not be negative")
+        if self.step < 0 or self.regain < 0 or self.forgive < 0:
+            raise ValueError("margin step, regain and forgive must not be negative")
 
     @classmethod
     def fixed(cls, share: float) -> Margin:
         """A margin that never moves (``share`` of the cap; 1.0: the cap itself)."""
-        return cls(start=share, most=share, least=share, step=0.0, regain=0.0)
+        return cls(start=share, most=share, least=share, step=0.0, regain=0.0, forgive=0.0)
 
     def args(self) -> tuple[float, float, float, float]:
         """The script arguments: start, most, least, regain per second."""

@@ -1,5 +1,7 @@
-"""The limiter's learned margin against a real Redis: a jitter 403 widens it instead of cutting
-the rate, a second one soon after still cuts, and quiet seconds win the room back.
+"""The limiter's learned margin against a real Redis: a lone 403 is forgiven, a jitter 403
+widens it instead of cutting the rate, a second one soon after still cuts, and quiet seconds
+win the room back. The step rules are tested with ``forgive=0`` (every 403 counts), the
+forgiveness on its own.
 
 The arithmetic (which 403 does what) lives in the Lua scripts, so it is tested where it runs.
 """
@@ -20,7 +22,8 @@ from worker.processes import wait_until
 pytestmark = pytest.mark.service
 
 SECOND_US = 1_000_000
-LEARNING = Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0)  # learns, no regain
+# Learns from every 403 (none forgiven), no regain.
+LEARNING = Margin(forgive=0.0, start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0)
 
 
 @pytest.fixture
@@ -50,7 +53,7 @@ def limiter(
 
 
 def test_permits_are_paced_at_the_cap_times_the_starting_margin(client: redis.Redis) -> None:
-    lim = limiter(client, Margin(start=0.9, most=0.99, least=0.5))
+    lim = limiter(client, Margin(forgive=0.0, start=0.9, most=0.99, least=0.5))
     assert lim.current() == (pytest.approx(90), pytest.approx(0.9))
     slots = [lim.acquire_grant(timeout=5).slot_us for _ in range(10)]
     gaps = [b - a for a, b in zip(slots, slots[1:], strict=False)]
@@ -58,7 +61,9 @@ def test_permits_are_paced_at_the_cap_times_the_starting_margin(client: redis.Re
 
 
 def test_a_first_jitter_403_widens_the_margin_and_cuts_nothing(client: redis.Redis) -> None:
-    lim = limiter(client, Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0))
+    lim = limiter(
+        client, Margin(forgive=0.0, start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0)
+    )
     lim.on_throttled()
     rate, margin = lim.current()
     assert margin == pytest.approx(0.96)
@@ -69,7 +74,9 @@ def test_a_first_jitter_403_widens_the_margin_and_cuts_nothing(client: redis.Red
 
 
 def test_a_dense_volley_of_403s_is_a_lower_cap_and_cuts_fully_at_once(client: redis.Redis) -> None:
-    lim = limiter(client, Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0))
+    lim = limiter(
+        client, Margin(forgive=0.0, start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0)
+    )
     for _ in range(10):  # many threads' 403s within one second: the service allows less now
         lim.on_throttled()
     assert lim.current() == (pytest.approx(48, rel=0.01), pytest.approx(0.96))
@@ -96,7 +103,9 @@ def test_a_dense_volley_is_a_tenth_of_a_second_s_permits_at_a_higher_cap(
 
 
 def test_a_second_403_soon_after_is_a_lower_cap_and_cuts_the_rate(client: redis.Redis) -> None:
-    lim = limiter(client, Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0))
+    lim = limiter(
+        client, Margin(forgive=0.0, start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0)
+    )
     lim.on_throttled()
     wait_until(lambda: _older_than(lim, "lowered_at", 0.25), 5, "the volley window to pass")
     lim.on_throttled()
@@ -106,7 +115,9 @@ def test_a_second_403_soon_after_is_a_lower_cap_and_cuts_the_rate(client: redis.
 
 
 def test_the_margin_never_widens_past_its_floor_and_then_403s_cut(client: redis.Redis) -> None:
-    lim = limiter(client, Margin(start=0.95, most=0.99, least=0.95, step=0.02, regain=0.0))
+    lim = limiter(
+        client, Margin(forgive=0.0, start=0.95, most=0.99, least=0.95, step=0.02, regain=0.0)
+    )
     lim.on_throttled()
     rate, margin = lim.current()
     assert margin == pytest.approx(0.95)
@@ -114,21 +125,25 @@ def test_the_margin_never_widens_past_its_floor_and_then_403s_cut(client: redis.
 
 
 def test_quiet_seconds_win_the_margin_back_up_to_most(client: redis.Redis) -> None:
-    lim = limiter(client, Margin(start=0.98, most=0.99, least=0.9, step=0.05, regain=0.5))
+    lim = limiter(
+        client, Margin(forgive=0.0, start=0.98, most=0.99, least=0.9, step=0.05, regain=0.5)
+    )
     lim.on_throttled()
     assert lim.current()[1] < 0.95
     wait_until(lambda: lim.current()[1] == pytest.approx(0.99), 5, "the margin to recover")
 
 
 def test_without_403s_the_margin_climbs_from_start_to_most(client: redis.Redis) -> None:
-    lim = limiter(client, Margin(start=0.9, most=0.99, least=0.5, step=0.01, regain=0.5))
+    lim = limiter(
+        client, Margin(forgive=0.0, start=0.9, most=0.99, least=0.5, step=0.01, regain=0.5)
+    )
     lim.acquire()  # the first permit starts the margin's clock
     wait_until(lambda: lim.current()[1] == pytest.approx(0.99), 5, "the margin to reach most")
 
 
 def test_every_limiter_on_the_key_paces_at_the_learned_margin(client: redis.Redis) -> None:
     key = f"test:margin:{uuid.uuid4().hex}"
-    margin = Margin(start=0.98, most=0.99, least=0.9, step=0.03, regain=0.0)
+    margin = Margin(forgive=0.0, start=0.98, most=0.99, least=0.9, step=0.03, regain=0.0)
     a = limiter(client, margin, key)
     b = limiter(redis.Redis(connection_pool=client.connection_pool), margin, key)
     a.on_throttled()
@@ -138,7 +153,9 @@ def test_every_limiter_on_the_key_paces_at_the_learned_margin(client: redis.Redi
 def test_a_third_mild_reaction_in_a_row_is_a_lower_cap_and_cuts_fully(
     client: redis.Redis,
 ) -> None:
-    lim = limiter(client, Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0))
+    lim = limiter(
+        client, Margin(forgive=0.0, start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0)
+    )
     lim.on_throttled()  # margin 0.96, no cut
     wait_until(lambda: _older_than(lim, "lowered_at", 0.25), 5, "the volley window to pass")
     lim.on_throttled()  # margin 0.94, gentle cut to 86.4
@@ -166,7 +183,9 @@ def test_lone_403s_once_the_rate_is_back_at_the_ceiling_are_not_strikes(
 
 
 def test_a_403_well_below_the_ceiling_halves_the_rate(client: redis.Redis) -> None:
-    lim = limiter(client, Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0))
+    lim = limiter(
+        client, Margin(forgive=0.0, start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0)
+    )
     for _ in range(10):
         lim.on_throttled()  # a dense volley: the ceiling widened to 96, then halved to 48
     wait_until(lambda: _older_than(lim, "cut_at", 0.25), 5, "the volley window to pass")
@@ -189,9 +208,57 @@ def _older_than(lim: RateLimiter, field: str, seconds: float) -> bool:
 
 def test_bad_margins_are_refused() -> None:
     with pytest.raises(ValueError, match="least"):
-        Margin(start=0.99, most=0.98)
+        Margin(forgive=0.0, start=0.99, most=0.98)
     with pytest.raises(ValueError, match="negative"):
         Margin(step=-0.1)
+    with pytest.raises(ValueError, match="negative"):
+        Margin(forgive=-1.0)
+    assert Margin.fixed(0.98).forgive == 0.0
+
+
+def forgiving(forgive: float) -> Margin:
+    return Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0, forgive=forgive)
+
+
+def test_a_lone_403_at_the_full_rate_is_forgiven_and_the_next_takes_the_step(
+    client: redis.Redis,
+) -> None:
+    lim = limiter(client, forgiving(20.0))
+    lim.on_throttled()  # the first in 20 s: nothing moves
+    assert lim.current() == (pytest.approx(98), pytest.approx(0.98))
+    assert client.hget(lim.key, "forgiven_at") is not None
+    lim.on_throttled()  # a second (even in the same burst): the step, as without forgiveness
+    assert lim.current() == (pytest.approx(96), pytest.approx(0.96))
+    wait_until(lambda: _older_than(lim, "lowered_at", 0.25), 5, "the volley window to pass")
+    lim.on_throttled()  # within 20 s of a step: a mild reaction again, never forgiven
+    assert lim.current() == (pytest.approx(86.4, rel=0.01), pytest.approx(0.94))  # 96 x 0.9
+
+
+def test_after_forgive_quiet_seconds_a_lone_403_is_forgiven_again(client: redis.Redis) -> None:
+    lim = limiter(client, forgiving(0.3))
+    lim.on_throttled()  # forgiven
+    lim.on_throttled()  # the step: margin 0.96
+    wait_until(
+        lambda: _older_than(lim, "lowered_at", 0.35) and _older_than(lim, "forgiven_at", 0.35),
+        5,
+        "0.3 s without a 403",
+    )
+    lim.on_throttled()  # lone again: forgiven, the learned margin kept
+    assert lim.current() == (pytest.approx(96), pytest.approx(0.96))
+
+
+def test_a_lone_403_well_below_the_ceiling_is_never_forgiven(client: redis.Redis) -> None:
+    lim = limiter(client, forgiving(0.3))
+    for _ in range(11):  # one forgiven, then a dense volley: the margin at 0.96, halved to 48
+        lim.on_throttled()
+    assert lim.current()[0] == pytest.approx(48, rel=0.01)
+    wait_until(
+        lambda: all(_older_than(lim, f, 0.35) for f in ("lowered_at", "forgiven_at", "cut_at")),
+        5,
+        "0.3 s without a 403",
+    )
+    lim.on_throttled()  # lone, but at half the ceiling: a real, lower cap
+    assert lim.current()[0] == pytest.approx(24, rel=0.01)
 
 
 def _late_calls_then_refusals(
@@ -249,7 +316,9 @@ def test_three_mild_reactions_our_late_calls_explain_are_no_lower_cap(
 ) -> None:
     """As test_a_third_mild_reaction_in_a_row_is_a_lower_cap_and_cuts_fully, but each 403
     follows a call of ours that left late a second earlier: gentle cuts at most."""
-    lim = limiter(client, Margin(start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0))
+    lim = limiter(
+        client, Margin(forgive=0.0, start=0.98, most=0.99, least=0.9, step=0.02, regain=0.0)
+    )
 
     def explained_403() -> None:
         sec, usec = client.time()
