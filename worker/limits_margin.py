@@ -28,8 +28,9 @@ class Margin:
     ``forgive`` s goes unlearned: 0.05 % of the calls at 100/s.
 
     The start, 0.99, is where a long run's margin spends most of its time anyway; with lone
-    403s forgiven, a job no longer pays 20 s for the first one. 0.985 had read 0.971-0.972 over
-    3,000 images on PostgreSQL, 0.99 read 0.974-0.977, at 0.03-0.07 % of the calls throttled
+    403s forgiven, a job no longer pays 20 s for the first one. Over 3,000 images on
+    PostgreSQL, alternated, 0.985 read 0.971-0.972 of the cap and 0.99 read 0.971-0.977
+    (0.974 or more in six of seven), at 0.03-0.07 % of the calls throttled
     (``bench/RESULTS.md``, twelfth session).
     """
 
