@@ -115,6 +115,7 @@ local function cut_to(factor, mild)
 end
 local function since(at) if at then return now - tonumber(at) end return nil end
 local function quiet(at) local s = since(at) return not s or s > 5000000 end
+local function within(at, us) local s = since(at) return s ~= nil and s >= 0 and s < us end
 -- The refused call's slot is ARGV[14] (0: not known). A call of ours that left late
 -- (worker.late_calls, KEYS[2]), booked a second or more before it but gone out less than a
 -- second before it, still held its place in the service's window: this 403 is our timing.
@@ -133,8 +134,7 @@ local function explained(refused)
 end
 local ours = learn and explained(tonumber(ARGV[14]))
 for _, at in ipairs({state[2], state[7]}) do -- a volley of 403s is one signal
-  local s = since(at)
-  if s and s >= 0 and s < tonumber(ARGV[5]) then
+  if within(at, tonumber(ARGV[5])) then
     if ours then return {0, string.format('%.6f', rate)} end -- never part of a dense volley
     -- The same volley. Jitter makes a few 403s; a tenth of a second's permits (ten at least)
     -- after a mild reaction is a service that now allows less than we send: cut fully at
@@ -153,17 +153,11 @@ local near = rate >= qps * 0.95
 -- it) is forgiven: a step would cost ten times the call it lost (worker.limits_margin). It
 -- opens no volley, so the next 403, even in the same burst, takes the step as before.
 local forgive = tonumber(ARGV[15]) or 0
-if learn and near and forgive > 0 then
-  local lone = true
-  for _, at in ipairs({state[7], state[8]}) do
-    local s = since(at)
-    if s and s >= 0 and s < forgive then lone = false end
-  end
-  if lone then
-    redis.call('HSET', KEYS[1], 'forgiven_at', string.format('%.0f', now))
-    redis.call('PEXPIRE', KEYS[1], ARGV[6])
-    return {5, string.format('%.6f', rate)}
-  end
+if learn and near and forgive > 0 and not within(state[7], forgive)
+    and not within(state[8], forgive) then
+  redis.call('HSET', KEYS[1], 'forgiven_at', string.format('%.0f', now))
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  return {5, string.format('%.6f', rate)}
 end
 if learn then
   -- Within 15 % of the ceiling (a gentle cut leaves 10 % off) a lone 403 is still jitter;
@@ -180,9 +174,8 @@ if learn then
   -- within 3 % of the ceiling is the margin's to learn.
   local lowered = math.max(tonumber(ARGV[11]), margin - step)
   local first = lowered < margin and quiet(state[7])
-  local last = since(state[7])
   local strikes = 1
-  if last and last >= 0 and last < 3000000 then
+  if within(state[7], 3000000) then
     strikes = (tonumber(state[6]) or 0) + 1
     if strikes >= 3 and rate >= qps * 0.97 then strikes = 2 end
   end
