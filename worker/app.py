@@ -11,7 +11,7 @@
   a dead worker's messages come back within the timeout plus 5 s (tests/faults). kombu pops a
   message before recording it as unacknowledged, so a SIGKILL can lose the one message in
   that gap: its row stays ``queued`` with no message, and a live worker's orphan finder
-  (:class:`worker.window.OrphanFinder`) republishes it within about 30 s.
+  (:class:`worker.orphans.OrphanFinder`) republishes it within about 30 s.
 
 One process, one app: :func:`process_app` builds it on first use, from the settings the caller
 already holds (the CLI) or from the environment (``celery -A worker worker``, which asks for

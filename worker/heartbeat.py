@@ -12,7 +12,7 @@ clock. Each worker process runs one :class:`LeaseKeeper` thread that
   done or leased row;
 * republishes the messages a dead process held (:class:`MessagesInHand`), and the ``queued``
   rows whose message is nowhere, lost by a worker killed while kombu handed it over
-  (:class:`worker.window.OrphanFinder`, told what every worker holds).
+  (:class:`worker.orphans.OrphanFinder`, told what every worker holds).
 
 So a killed worker's rows are moderated again about one lease after the kill, without waiting
 for the broker's visibility timeout or ``imgmod run``'s stall detection.
@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
 
-from worker import store, window
+from worker import orphans, store, window
 
 log = logging.getLogger("imgmod.leases")
 
@@ -145,7 +145,7 @@ class LeaseKeeper:
     """The rows this process holds, their heartbeat, and the sweep for other processes' rows.
 
     ``publish`` sends the ids of swept rows to the queue again; ``finder`` returns the
-    process's :class:`~worker.window.OrphanFinder` (None: no lost-message look, as outside a
+    process's :class:`~worker.orphans.OrphanFinder` (None: no lost-message look, as outside a
     worker). Thread-safe: the task threads call :meth:`holding`, :meth:`still_held`; the
     keeper's own thread renews and sweeps.
     """
@@ -156,7 +156,7 @@ class LeaseKeeper:
         lease_seconds: float,
         publish: Callable[[Sequence[int]], None],
         hands: MessagesInHand | None = None,
-        finder: Callable[[], window.OrphanFinder | None] = window.worker_orphan_finder,
+        finder: Callable[[], orphans.OrphanFinder | None] = window.worker_orphan_finder,
     ) -> None:
         self._engine = engine
         self._lease = lease_seconds

@@ -12,10 +12,12 @@ Who refills: every caller of :meth:`Refiller.top_up`, taking turns under a Redis
 window holds however many run at once:
 
 * ``imgmod enqueue`` after each batch it records (the first results arrive while it reads);
-* every worker process, from a thread started on Celery's ``worker_ready`` signal, every second
-  (:func:`connect_worker_signals`): a job keeps flowing after its producer has exited. Each
-  tick first settles the waiters (:func:`worker.store.settle_waiters`), so a released one is
-  taken in the same tick;
+* one worker process of the fleet, from a thread started on Celery's ``worker_ready`` signal
+  in each, every second (:func:`connect_worker_signals`): a job keeps flowing after its
+  producer has exited. The process is the holder of the window's :class:`~worker.duty.Duty`;
+  the others only ask Redis each second whether it is free (its holder stopped), so the work
+  is done once for the fleet, not once per process. Each tick first settles the waiters
+  (:func:`worker.store.settle_waiters`), so a released one is taken in the same tick;
 * ``imgmod run``/``wait`` while following a job, ``imgmod resume``, and ``imgmod retry``: the
   failed rows go back to ``pending`` and only what fits is published (:mod:`worker.producer`).
 
@@ -23,9 +25,10 @@ The order is take, then publish: one atomic ``UPDATE`` turns the rows ``queued``
 (:func:`worker.store.take_pending`; two refillers never get the same row), then their messages
 are pushed. A publish that fails puts its rows back to ``pending`` at once. A refiller killed
 between the two leaves ``queued`` rows without a message, as does a worker killed while kombu
-hands it a message: a live worker's :class:`OrphanFinder` publishes such rows again once
-their message has been nowhere for ``ORPHAN_GRACE_S`` (after a broker lost everything, stall
-detection in ``imgmod run``/``wait`` or ``imgmod resume`` reopens the rows sooner). The
+hands it a message: a live worker's :class:`~worker.orphans.OrphanFinder` publishes such rows
+again once their message has been nowhere for ``ORPHAN_GRACE_S`` (after a broker lost
+everything, stall detection in ``imgmod run``/``wait`` or ``imgmod resume`` reopens the rows
+sooner). The
 other order (publish, then mark) would have to hold the rows locked across the network call:
 on SQLite, the whole database's write lock, stopping every worker's claim meanwhile.
 
@@ -36,18 +39,14 @@ cheaply: for them there is no window, and a top-up publishes every ``pending`` r
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from worker import queue, store
+from worker.duty import Duty, held
+from worker.orphans import LOOK_HOLD_S, OrphanFinder
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -61,6 +60,7 @@ TAKE_BATCH = 5000  # rows per take statement (one short write transaction) and p
 LOCK_SECONDS = 60.0  # a refill of 20,000 takes ~1 s; a dead refiller blocks others this long
 INTERVAL = 1.0  # seconds between a worker's looks at the backlog
 RETRY_AFTER = 10.0  # seconds before trying again after a failure (broker or database away)
+WINDOW_HOLD_S = 3.0  # the refill duty passes on this long after its holder's last tick
 
 
 def refill_amount(backlog: int, window: int, low_water: float = 0.5) -> int:
@@ -99,6 +99,8 @@ class Refiller:
             return self._publish(None)
         if not refill_amount(backlog, self.window, self.low_water):
             return 0
+        if not store.jobs_with_pending(self.engine):
+            return 0  # nothing to publish (a job's tail, an idle night): no lock taken for it
         with queue.refill_lock(self.app, LOCK_SECONDS) as ours:
             if not ours:
                 return 0  # another refiller is at it
@@ -154,6 +156,7 @@ class RefillLoop:
     refiller: Refiller
     interval: float = INTERVAL
     retry_after: float = RETRY_AFTER
+    duty: Duty | None = None  # a worker's: one process of the fleet refills (worker.duty)
     _due: float = field(default=0.0, init=False)
     _failing: bool = field(default=False, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
@@ -165,6 +168,9 @@ class RefillLoop:
         if now < self._due:
             return 0
         try:
+            if not held(self.duty, self.refiller.app):
+                self._due = time.monotonic() + self.interval
+                return 0
             store.settle_waiters(self.refiller.engine)  # released waiters are taken right away
             published = self.refiller.top_up()
         except Exception as exc:  # noqa: BLE001 - a refill must never kill its host loop
@@ -208,160 +214,6 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
-# ---- queued rows whose message is gone ------------------------------------------------------
-#
-# A ``queued`` row's message is in the broker's queue, or in some worker's hands (counted in
-# Redis by worker.heartbeat.MessagesInHand from the moment Celery receives it). A row with its
-# message in neither place for a while has lost it: kombu pops a message before it records it as
-# unacknowledged, and Celery hears of it after that, so a worker killed in between takes the
-# message with it; a refiller killed between take and publish leaves the same. Unfound, such
-# a row would wait for `imgmod run`'s stall detection or `imgmod resume`.
-
-# Out of sight this long means lost. The legitimate moments a queued row's message is nowhere
-# (a refill's publish, a retry's publish, kombu handing a message to Celery) last milliseconds
-# to a second or two; 30 s is also the default lease, so a killed worker's lost messages come
-# back with its expired leases, and it stays above `imgmod run`'s stall detection, which keeps
-# the repair of a broker that lost everything (tests/faults/test_broker_loss.py).
-ORPHAN_GRACE_S = 30.0
-LOOK_INTERVAL_S = 5.0  # one look costs LLEN, and when the queue is short one indexed SELECT
-LOOK_QUEUE_MAX = 1000  # longer queue: its messages are most of the queued rows; look later
-LOOK_ROWS_MAX = 5000  # queued rows examined per look (the rest at the next ones)
-ORPHAN_KEY = "imgmod:orphan:"  # one publisher per lost row among the workers that find it
-
-Suspect = tuple[int, datetime]  # a queued row: its id and its updated_at (any change moves it)
-
-
-def confirm_orphans(
-    suspects: Mapping[Suspect, float], unseen: Iterable[Suspect], now: float, grace: float
-) -> tuple[dict[Suspect, float], list[int]]:
-    """Which queued rows have had no message anywhere for ``grace`` seconds.
-
-    ``unseen`` are the queued rows this look found with no message; ``suspects`` those the
-    previous look found, each with when it was first found. A row is out of sight since then
-    only if every look since found it so with the same ``updated_at``: a claim, retry or
-    requeue changes that, and a look that sees its message drops it. Returns the suspects to
-    keep (a confirmed row starts over, so it is published again at most once a grace) and the
-    confirmed ids, ascending. ``now`` and the times are monotonic seconds of one process, so no
-    clock is compared with another host's.
-    """
-    kept: dict[Suspect, float] = {}
-    confirmed: list[int] = []
-    for key in unseen:
-        since = suspects.get(key, now)
-        if now - since >= grace:
-            confirmed.append(key[0])
-            since = now
-        kept[key] = since
-    return kept, sorted(confirmed)
-
-
-def message_item_id(raw: str | bytes) -> int | None:
-    """A message's first item id, None if none (:func:`worker.queue.message_item_ids`)."""
-    ids = queue.message_item_ids(raw)
-    return ids[0] if ids else None
-
-
-def queued_rows(engine: Engine, limit: int) -> list[Suspect]:
-    """Up to ``limit`` ``queued`` rows, any job: one read on the ``(state, ...)`` index."""
-    items = store.items
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(items.c.id, items.c.updated_at).where(items.c.state == "queued").limit(limit)
-        )
-        return [(int(i), at) for i, at in rows]
-
-
-@dataclass
-class OrphanFinder:
-    """Finds ``queued`` rows whose message is nowhere and claims them for publishing again.
-
-    Run by each worker's lease keeper (:mod:`worker.heartbeat`), which knows the messages in
-    hand. Costs nothing per image: a look every ``interval`` seconds is one LLEN while the
-    queue is long (its messages then stand for the queued rows; a lost one is found once the
-    queue runs short, at the job's tail at the latest), else one indexed SELECT of the queued
-    rows, and only when there are some, the short queue's ids and the ids in hand. A wrong
-    guess costs a duplicate message, which the claim turns into a no-op.
-    """
-
-    engine: Engine
-    app: Celery
-    grace: float = ORPHAN_GRACE_S
-    interval: float = LOOK_INTERVAL_S
-    _suspects: dict[Suspect, float] = field(default_factory=dict, init=False)
-    _due: float = field(default=0.0, init=False)
-
-    def look(self, in_hand: Callable[[], set[int]], now: float | None = None) -> list[int]:
-        """The ids confirmed lost by this look (if one is due), each claimed for this process
-        so no other worker publishes it too; the caller publishes them. ``in_hand`` returns
-        the ids every worker holds. Raises the broker's and the database's errors."""
-        now = time.monotonic() if now is None else now
-        if now < self._due:
-            return []
-        self._due = now + 0.9 * self.interval  # at most this often, whatever the caller's jitter
-        if not self._queue_is_short():
-            self._suspects.clear()
-            return []
-        rows = queued_rows(self.engine, LOOK_ROWS_MAX)
-        if not rows:
-            self._suspects.clear()
-            return []
-        # After the rows, and in the order a message moves (queue -> popped -> in hand): one in
-        # transit can be missed by this look, never by every look of a grace.
-        waiting = self._waiting_ids()
-        if waiting is None:
-            self._suspects.clear()
-            return []
-        held = in_hand()
-        unseen = [row for row in rows if row[0] not in waiting and row[0] not in held]
-        self._suspects, confirmed = confirm_orphans(self._suspects, unseen, now, self.grace)
-        return self._claim(confirmed)
-
-    def _queue_is_short(self) -> bool:
-        """At most :data:`LOOK_QUEUE_MAX` messages wait (False on brokers other than Redis)."""
-        with self._broker() as client:
-            return client is not None and int(client.llen(self._queue)) <= LOOK_QUEUE_MAX
-
-    def _waiting_ids(self) -> set[int] | None:
-        """The ids of the messages in the queue; None when it has grown past
-        :data:`LOOK_QUEUE_MAX` (or the broker is not Redis)."""
-        with self._broker() as client:
-            if client is None:
-                return None
-            pipe = client.pipeline(transaction=True)  # one snapshot of length and contents
-            pipe.llen(self._queue)
-            pipe.lrange(self._queue, 0, LOOK_QUEUE_MAX - 1)
-            length, contents = pipe.execute()
-        if int(length) > LOOK_QUEUE_MAX:
-            return None
-        return {i for message in contents for i in queue.message_item_ids(message)}
-
-    @property
-    def _queue(self) -> str:
-        return str(self.app.conf.task_default_queue)
-
-    def _claim(self, ids: list[int]) -> list[int]:
-        if not ids:
-            return []
-        with self._broker() as client:
-            if client is None:
-                return []
-            pipe = client.pipeline(transaction=False)
-            for item_id in ids:
-                pipe.set(f"{ORPHAN_KEY}{item_id}", "1", nx=True, ex=max(1, math.ceil(self.grace)))
-            won = pipe.execute()
-        return [item_id for item_id, ours in zip(ids, won, strict=True) if ours]
-
-    @contextmanager
-    def _broker(self) -> Iterator[Any]:
-        """A Redis client of the broker, or None on other transports (no window there)."""
-        with self.app.producer_or_acquire() as producer:
-            if producer.connection.transport.driver_type != "redis":
-                yield None
-                return
-            with producer.channel.conn_or_acquire() as client:
-                yield client
-
-
 _worker_loop: RefillLoop | None = None
 _worker_finder: OrphanFinder | None = None
 
@@ -383,8 +235,8 @@ def connect_worker_signals(app: Celery, settings: Settings) -> None:
             engine = store.make_engine(settings.database_url)
             per_message = settings.batch.ids_per_message
             refiller = Refiller(engine, app, settings.queue_window, per_message=per_message)
-            _worker_loop = RefillLoop(refiller)
-            _worker_finder = OrphanFinder(engine, app)
+            _worker_loop = RefillLoop(refiller, duty=Duty("window", WINDOW_HOLD_S))
+            _worker_finder = OrphanFinder(engine, app, duty=Duty("orphans", LOOK_HOLD_S))
             _worker_loop.start()
 
     def on_shutdown(**_: Any) -> None:

@@ -85,7 +85,7 @@ def test_killed_worker_re_bills_only_its_calls_in_flight_and_its_rows_return_wit
     # Messages the dead worker had taken but whose row it had not yet claimed (waiting for the
     # database) are published again by the sweep too (worker.heartbeat.MessagesInHand), and so
     # is a message it took with it while kombu handed it over (popped, not yet recorded as
-    # unacknowledged nor in hand: worker.window.OrphanFinder). Still no `imgmod run`/`wait`:
+    # unacknowledged nor in hand: worker.orphans.OrphanFinder). Still no `imgmod run`/`wait`:
     # the rows are polled, and the job must end within 60 s of the kill plus its ideal time.
     deadline = killed_at + 60 + ideal
 

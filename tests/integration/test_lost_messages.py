@@ -16,9 +16,9 @@ from tests.support import wait_until
 from worker import queue, store
 from worker.app import make_app
 from worker.heartbeat import LeaseKeeper, MessagesInHand
+from worker.orphans import LOOK_QUEUE_MAX, ORPHAN_GRACE_S, OrphanFinder, message_item_id
 from worker.processes import private_redis
 from worker.settings import load_settings
-from worker.window import LOOK_QUEUE_MAX, ORPHAN_GRACE_S, OrphanFinder, message_item_id
 
 pytestmark = pytest.mark.service
 

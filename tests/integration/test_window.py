@@ -15,8 +15,8 @@ import sqlalchemy as sa
 
 from tests.support import wait_until
 from worker import store
+from worker.orphans import ORPHAN_GRACE_S
 from worker.processes import private_redis
-from worker.window import ORPHAN_GRACE_S
 
 pytestmark = pytest.mark.service
 

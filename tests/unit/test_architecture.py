@@ -50,6 +50,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "worker.sources",
             "worker.queue",
             "worker.window",
+            "worker.orphans",  # queued rows whose message is gone, found and published again
+            "worker.duty",  # one process of the fleet refills the window and looks for orphans
             "worker.new_rows",  # input records as rows and COPY text, a batch at a time
             "worker.producer",
             "worker.requeue",  # lost or failed rows back to pending, then a top-up

@@ -1,4 +1,4 @@
-"""The lost-message rule (worker.window.confirm_orphans) and reading an item id back from a
+"""The lost-message rule (worker.orphans.confirm_orphans) and reading an item id back from a
 broker message: pure, no services."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 from celery import Celery
 
+from worker.orphans import confirm_orphans, message_item_id
 from worker.queue import TASK_NAME, message_builder, message_item_ids
-from worker.window import confirm_orphans, message_item_id
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 GRACE = 30.0
