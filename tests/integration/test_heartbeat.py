@@ -12,7 +12,13 @@ import sqlalchemy as sa
 
 from tests.support import wait_until
 from worker import store
-from worker.heartbeat import LeaseKeeper, MessagesInHand, renew_interval, sweep_interval
+from worker.heartbeat import (
+    IN_HAND_TTL_S,
+    LeaseKeeper,
+    MessagesInHand,
+    renew_interval,
+    sweep_interval,
+)
 
 pytestmark = pytest.mark.service
 
@@ -92,3 +98,24 @@ def test_a_dead_process_s_messages_in_hand_go_to_one_live_process(redis_url: str
     assert stranger.orphans() == []  # another deployment's ids are not its to publish
     assert live.orphans() == [5, 7]
     assert other.orphans() == []  # once, to one process
+
+
+def test_a_message_s_ids_go_in_hand_in_one_call_with_the_liveness_key_and_the_expiry(
+    redis_url: str,
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    hands = MessagesInHand(client, "ns", "host/9/me", ttl_seconds=30)
+    held, alive = "imgmod:inhand:ns:host/9/me", "imgmod:alive:ns:host/9/me"
+    hands.took(1, 2, 2, 3)  # 2 twice: a duplicate message's id
+    assert client.hgetall(held) == {b"1": b"1", b"2": b"2", b"3": b"1"}
+    assert 0 < int(client.ttl(alive)) <= 30
+    assert IN_HAND_TTL_S - 60 < int(client.ttl(held)) <= IN_HAND_TTL_S
+    client.expire(held, 100)
+    client.delete(alive)
+    hands.took(4)  # within a third of the TTL of the last refresh: the hash's expiry left be
+    assert 0 < int(client.ttl(held)) <= 100
+    assert client.exists(alive) == 1  # the liveness key, with every message
+    hands.done(1, 2, 3, 4)
+    assert client.hgetall(held) == {b"2": b"1"}
+    hands.done(2)
+    assert client.exists(held) == 0
