@@ -110,10 +110,8 @@ class MessagesInHand:
         The liveness key is refreshed with every message (a dead process's messages are
         taken over a full TTL after its last one, after its leases ran out: the sweep comes
         first); the hash's day-long expiry only every third of the TTL."""
-        expiry = 0
         moment = time.monotonic()
-        if moment >= self._fresh_until:
-            expiry = IN_HAND_TTL_S
+        expiry = IN_HAND_TTL_S if moment >= self._fresh_until else 0
         self._took(
             keys=[self._prefix + self._process, self._alive_prefix + self._process],
             args=[self._ttl, expiry, *item_ids],

@@ -28,9 +28,9 @@ between the two leaves ``queued`` rows without a message, as does a worker kille
 hands it a message: a live worker's :class:`~worker.orphans.OrphanFinder` publishes such rows
 again once their message has been nowhere for ``ORPHAN_GRACE_S`` (after a broker lost
 everything, stall detection in ``imgmod run``/``wait`` or ``imgmod resume`` reopens the rows
-sooner). The
-other order (publish, then mark) would have to hold the rows locked across the network call:
-on SQLite, the whole database's write lock, stopping every worker's claim meanwhile.
+sooner). The other order (publish, then mark) would have to hold the rows locked across the
+network call: on SQLite, the whole database's write lock, stopping every worker's claim
+meanwhile.
 
 Brokers other than Redis (the demo's embedded SQLAlchemy transport) can't report their backlog
 cheaply: for them there is no window, and a top-up publishes every ``pending`` row.

@@ -100,8 +100,8 @@ def mark_queued(engine: Engine, ids: Sequence[int]) -> None:
 def jobs_with_pending(engine: Engine) -> list[int]:
     """Ids of the jobs that have ``pending`` rows, oldest job first (one index probe per job).
 
-    Every worker process asks each second (:class:`worker.window.RefillLoop`): the statement
-    is built once, which halves the CPU of an answer that is mostly "none"."""
+    The window's refiller asks each second (:class:`worker.window.RefillLoop`), and the
+    answer is mostly "none": the statement is built once, not per call."""
     with engine.connect() as conn:
         return [int(i) for i in conn.execute(_JOBS_WITH_PENDING).scalars().all()]
 
