@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 import sqlalchemy as sa
 
 from tests.support import Emulator, Stack, open_stack, running_emulator, stack_env
 from worker import store
-from worker.processes import ImageServerHandle
+from worker.app import make_app
+from worker.processes import ImageServerHandle, private_redis
+from worker.settings import load_settings
 
 
 @pytest.fixture
@@ -52,3 +56,21 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
     engine = store.make_engine(database_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def world(database_url: str) -> Iterator[tuple[sa.Engine, Any, redis.Redis]]:
+    """A migrated database, a Celery app on a private Redis, and a client of that Redis (the
+    window's refills and the look for lost messages, without a worker)."""
+    with private_redis() as server:
+        store.upgrade(database_url)
+        engine = store.make_engine(database_url)
+        app = make_app(
+            load_settings({"IMGMOD_BROKER_URL": server.url, "IMGMOD_DATABASE_URL": database_url})
+        )
+        client = redis.Redis.from_url(server.url)
+        try:
+            yield engine, app, client
+        finally:
+            client.close()
+            engine.dispose()

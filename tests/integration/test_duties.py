@@ -6,7 +6,6 @@ PostgreSQL."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,31 +14,11 @@ import sqlalchemy as sa
 
 from tests.support import wait_until
 from worker import store
-from worker.app import make_app
 from worker.duty import Duty
 from worker.orphans import ORPHAN_GRACE_S, OrphanFinder
-from worker.processes import private_redis
-from worker.settings import load_settings
 from worker.window import Refiller, RefillLoop
 
 pytestmark = pytest.mark.service
-
-
-@pytest.fixture
-def world(database_url: str) -> Iterator[tuple[sa.Engine, Any, redis.Redis]]:
-    """A migrated database, a Celery app on a private Redis, and a client of that Redis."""
-    with private_redis() as server:
-        store.upgrade(database_url)
-        engine = store.make_engine(database_url)
-        app = make_app(
-            load_settings({"IMGMOD_BROKER_URL": server.url, "IMGMOD_DATABASE_URL": database_url})
-        )
-        client = redis.Redis.from_url(server.url)
-        try:
-            yield engine, app, client
-        finally:
-            client.close()
-            engine.dispose()
 
 
 def _pending(engine: sa.Engine, job: str, n: int) -> list[int]:

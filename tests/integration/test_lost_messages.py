@@ -5,7 +5,7 @@ in a worker's hands are left alone. Real Redis, SQLite and PostgreSQL, a real wo
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -14,11 +14,8 @@ import sqlalchemy as sa
 
 from tests.support import wait_until
 from worker import queue, store
-from worker.app import make_app
 from worker.heartbeat import LeaseKeeper, MessagesInHand
 from worker.orphans import LOOK_QUEUE_MAX, ORPHAN_GRACE_S, OrphanFinder, message_item_id
-from worker.processes import private_redis
-from worker.settings import load_settings
 
 pytestmark = pytest.mark.service
 
@@ -51,23 +48,6 @@ def _take_all(engine: sa.Engine, job: str) -> list[int]:
     found = store.get_job(engine, job)
     assert found is not None
     return store.take_pending(engine, found.id, 100_000)
-
-
-@pytest.fixture
-def world(database_url: str) -> Iterator[tuple[sa.Engine, Any, redis.Redis]]:
-    """A migrated database, a Celery app on a private Redis, and a client of that Redis."""
-    with private_redis() as server:
-        store.upgrade(database_url)
-        engine = store.make_engine(database_url)
-        app = make_app(
-            load_settings({"IMGMOD_BROKER_URL": server.url, "IMGMOD_DATABASE_URL": database_url})
-        )
-        client = redis.Redis.from_url(server.url)
-        try:
-            yield engine, app, client
-        finally:
-            client.close()
-            engine.dispose()
 
 
 def _queue_ids(client: redis.Redis) -> list[int]:
