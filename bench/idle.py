@@ -13,32 +13,30 @@ orphan look scan the most), the broker (a private ``redis-server``) holds none o
 messages, and ``--groups`` ``imgmod worker`` groups (simulated hosts) of ``--processes``
 processes each run for ``--seconds``. Prints the CPU probe, the load average, and the workers'
 CPU milliseconds per second in all and per process (utime+stime from /proc), once with no rows
-and once with ``--rows``. The orphan grace (30 s) is longer than the default window of 20 s,
+and once with ``--rows``. The orphan grace (30 s) outlasts the measurement (20 s by default),
 so no row is republished while measuring.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
 from broker_memory import cpu_probe
 from stack import cpu_seconds, fresh_database, loadavg, pipeline_env
+from throughput import start_group
 
 from worker import store
 from worker.orphans import ORPHAN_GRACE_S
-from worker.processes import private_redis, wait_until
+from worker.processes import private_redis
 from worker.store.items import NewItem
+from worker.supervise import processes_for, usable_cores
 
 
-def queued_rows(url: str, n: int) -> None:
+def queued_without_messages(url: str, n: int) -> None:
     """``n`` rows of one job, ``queued`` with no message anywhere."""
     engine = store.make_engine(url)
     job = store.get_or_create_job(engine, "idle", "baselineCheck_global", "")
@@ -68,37 +66,18 @@ def queued_rows(url: str, n: int) -> None:
 def measure(url: str, broker: str, args: argparse.Namespace, tmp: Path) -> tuple[float, int]:
     """Workers' CPU ms per second over ``args.seconds``, and how many processes ran."""
     env = pipeline_env(url, broker, "http://127.0.0.1:9", 100.0)
-    processes = args.processes or os.cpu_count() or 1
-    groups = []
-    for g in range(args.groups):
-        log = (tmp / f"group{g}.log").open("wb")
-        argv = [sys.executable, "-m", "worker.cli", "worker", "--processes", str(processes)]
-        argv += ["-l", "INFO", "--hostname", f"idle-{uuid.uuid4().hex[:6]}@%h"]
-        groups.append(
-            (
-                subprocess.Popen(argv, env={**os.environ, **env}, stdout=log, stderr=log),
-                tmp / f"group{g}.log",
-            )
-        )
+    groups = [start_group(env, tmp / f"group{g}.log", args) for g in range(args.groups)]
     try:
-        for _, path in groups:
-            wait_until(
-                lambda p=path: p.read_text(errors="replace").count(" ready.") >= processes,
-                120,
-                "every worker process to be ready",
-            )
         time.sleep(2.0)  # past the start-up's first look and refill: the steady state
-        cpu0 = sum(cpu_seconds(p.pid) for p, _ in groups)
+        cpu0 = sum(cpu_seconds(w.process.pid) for w in groups)
         wall0 = time.monotonic()
         time.sleep(args.seconds)
-        cpu = sum(cpu_seconds(p.pid) for p, _ in groups) - cpu0
+        cpu = sum(cpu_seconds(w.process.pid) for w in groups) - cpu0
         wall = time.monotonic() - wall0
     finally:
-        for process, _ in groups:
-            process.terminate()
-        for process, _ in groups:
-            process.wait(60)
-    return 1000 * cpu / wall, processes * args.groups
+        for w in groups:
+            w.terminate()
+    return 1000 * cpu / wall, processes_for(args.processes, usable_cores()) * args.groups
 
 
 def main() -> None:
@@ -108,6 +87,7 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=1, help="imgmod worker groups (hosts)")
     parser.add_argument("--processes", type=int, default=0, help="per group (0: one per core)")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.set_defaults(concurrency=0)  # start_group's: the setting's threads
     args = parser.parse_args()
     if args.seconds + 5 >= ORPHAN_GRACE_S:
         parser.error(f"--seconds must stay under the orphan grace ({ORPHAN_GRACE_S:g} s) - 5")
@@ -122,7 +102,7 @@ def main() -> None:
             for rows in (0, args.rows):
                 with fresh_database(db) as url:
                     if rows:
-                        queued_rows(url, rows)
+                        queued_without_messages(url, rows)
                     per_second, processes = measure(url, server.url, args, Path(tmp))
                 print(
                     f"  [{db}] {rows:6d} rows queued: workers' CPU {per_second:6.1f} ms/s "

@@ -16,9 +16,8 @@ import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -146,13 +145,13 @@ class OrphanFinder:
 
     def _queue_is_short(self) -> bool:
         """At most :data:`LOOK_QUEUE_MAX` messages wait (False on brokers other than Redis)."""
-        with self._broker() as client:
+        with broker_client(self.app) as client:
             return client is not None and int(client.llen(self._queue)) <= LOOK_QUEUE_MAX
 
     def _waiting_ids(self) -> set[int] | None:
         """The ids of the messages in the queue; None when it has grown past
         :data:`LOOK_QUEUE_MAX` (or the broker is not Redis)."""
-        with self._broker() as client:
+        with broker_client(self.app) as client:
             if client is None:
                 return None
             pipe = client.pipeline(transaction=True)  # one snapshot of length and contents
@@ -170,7 +169,7 @@ class OrphanFinder:
     def _claim(self, ids: list[int]) -> list[int]:
         if not ids:
             return []
-        with self._broker() as client:
+        with broker_client(self.app) as client:
             if client is None:
                 return []
             pipe = client.pipeline(transaction=False)
@@ -178,6 +177,3 @@ class OrphanFinder:
                 pipe.set(f"{ORPHAN_KEY}{item_id}", "1", nx=True, ex=max(1, math.ceil(self.grace)))
             won = pipe.execute()
         return [item_id for item_id, ours in zip(ids, won, strict=True) if ours]
-
-    def _broker(self) -> AbstractContextManager[Any]:
-        return broker_client(self.app)
