@@ -3,7 +3,7 @@
     .venv/bin/python bench/throughput.py [--n 5000] [--qps 100] [--latency-ms 300]
         [--jitter-ms 100] [--db sqlite|postgresql|both] [--workers 1] [--processes 0]
         [--concurrency N] [--celery] [--margin 1.0] [--loglevel INFO] [--bare 400]
-        [--ids-per-message N] [--lateness]
+        [--ids-per-message N] [--lateness] [--by-thread] [--profile FILE]
 
 Everything is real except the API: the emulator (cap ``--qps``, latency + uniform jitter) and
 the sample image server, a private ``redis-server`` (broker and limiter), ``--workers``
@@ -24,13 +24,16 @@ and once after it, the mean of the two: single samples of a few seconds read 1.0
 box within an hour) and the ratio of the two. ``--margin`` scales IMGMOD_QPS (1.0: the
 limiter's learned margin alone). ``--lateness`` turns on the workers' metrics endpoints and
 prints how late calls left after their permits' slots (bench/lateness.py: the host's share of
-the 403s); the metrics cost a little CPU.
+the 403s); the metrics cost a little CPU. ``--by-thread`` splits the worker's CPU per image by
+thread kind (``bench/profiling/sitecustomize.py`` names them for the kernel): the call threads
+(client, permit, park) set beside the bare call, Celery's pool (claim and store), the consumer.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import shutil
@@ -40,6 +43,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +62,7 @@ from stack import (
     peak_rss_mb,
     pipeline_env,
     row_counts,
+    thread_cpu,
 )
 
 from worker import store
@@ -110,6 +115,7 @@ class Figures:
     states: dict[str, int]
     commands: dict[str, int]  # Redis commands by name over the job (enqueue to last result)
     lateness: dict[float, float]  # calls left within each bucket after their slot (--lateness)
+    by_thread: dict[str, float]  # worker CPU seconds by thread kind over the job (--by-thread)
 
     @property
     def bare_cpu(self) -> float:
@@ -156,6 +162,7 @@ class Figures:
                 if self.lateness
                 else []
             ),
+            *([self._by_thread()] if self.by_thread else []),
             f"  Redis commands per image        {sum(self.commands.values()) / self.n:9.2f}   "
             "(those run by scripts included; "
             + ", ".join(
@@ -166,6 +173,16 @@ class Figures:
             f"  final states                    {self.states}",
         ]
         return "\n".join(rows)
+
+    def _by_thread(self) -> str:
+        """The worker's CPU per image by thread kind, largest first; the call threads (client,
+        permit, park) beside the bare call."""
+        ranked = sorted(self.by_thread.items(), key=lambda kv: -kv[1])
+        shown = [(k, v) for k, v in ranked if 1000 * v / self.n >= 0.005]
+        text = ", ".join(f"{name} {1000 * cpu / self.n:.2f}" for name, cpu in shown)
+        calls = self.by_thread.get("imgmod-call", 0.0) / self.n
+        versus = f"; call threads / bare = {calls / self.bare_cpu:.2f}x" if self.bare_cpu else ""
+        return f"  worker CPU per image by thread  {text} ms{versus}"
 
 
 def _every_second(by_second: dict[str, int]) -> tuple[int, ...]:
@@ -211,11 +228,19 @@ def system_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def bare_threads(qps: float, latency_ms: float, jitter_ms: float) -> int:
+    """Threads enough to hold 0.9 of the cap at the emulator's slowest answer, with a third to
+    spare (at least 48). With a fixed 48, a 1 s latency held only ~40 calls/s: fewer calls on
+    the wire at once than the worker has, so a cheaper call to compare the worker with."""
+    return max(48, math.ceil(0.9 * qps * (latency_ms + jitter_ms) / 1000 * 4 / 3))
+
+
 def bare_call_cpu(
     emulator: EmulatorHandle, images: ImageServerHandle, n: int, qps: float, threads: int = 48
 ) -> float:
     """CPU seconds per call of imgmod's client alone (sign, send, parse): ``n`` calls from a
-    thread pool in this process, paced at 0.9 of the cap; no queue, no database, no limiter."""
+    thread pool in this process, paced at 0.9 of the cap (``threads`` must hold that pace:
+    :func:`bare_threads`); no queue, no database, no limiter."""
     client = ModerationClient(
         emulator.url,
         Credentials(TEST_ACCESS_KEY_ID, TEST_ACCESS_KEY_SECRET),
@@ -295,6 +320,11 @@ def run_one(
                 PYTHONPATH=str(Path(__file__).resolve().parent / "profiling"),
                 IMGMOD_BENCH_PROFILE=f"{args.profile}.{db}",
             )
+        elif args.by_thread:
+            env.update(
+                PYTHONPATH=str(Path(__file__).resolve().parent / "profiling"),
+                IMGMOD_BENCH_THREAD_NAMES="1",
+            )
         metrics_bases: list[tuple[int, int]] = []  # (first port, processes) per group
         if args.celery:
             workers = [
@@ -315,7 +345,8 @@ def run_one(
                     metrics_bases.append((lateness.free_ports(count), count))
                     group_env.update(IMGMOD_METRICS_PORT=str(metrics_bases[-1][0]))
                 workers.append(start_group(group_env, tmp / f"{db}-worker{i}.log", args))
-        bare = bare_call_cpu(emulator, images, args.bare, args.qps) if args.bare else 0.0
+        bare_pool = bare_threads(args.qps, args.latency_ms, args.jitter_ms)
+        bare = bare_call_cpu(emulator, images, args.bare, args.qps, bare_pool) if args.bare else 0.0
         source = tmp / f"{db}-input.txt"
         write_input(source, images, args.n)
         emulator.reset()
@@ -326,6 +357,7 @@ def run_one(
         }
         cpu0 = {name: cpu_seconds(pid) for name, pid in watched.items()}
         worker_cpu0 = sum(cpu_seconds(w.process.pid) for w in workers)
+        threads0 = thread_cpu(w.process.pid for w in workers) if args.by_thread else Counter()
         worker_sys0 = system_seconds([w.process.pid for w in workers])
         children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         admin.config_resetstat()  # the job's own commands only (broker, limiter, answers)
@@ -346,6 +378,9 @@ def run_one(
                 raise TimeoutError(f"{still_open} of {rows} rows still open")
             time.sleep(0.5)
         worker_cpu = sum(cpu_seconds(w.process.pid) for w in workers) - worker_cpu0
+        by_thread = (
+            thread_cpu(w.process.pid for w in workers) - threads0 if args.by_thread else Counter()
+        )
         worker_sys = system_seconds([w.process.pid for w in workers]) - worker_sys0
         other = {name: cpu_seconds(pid) - cpu0[name] for name, pid in watched.items()}
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -373,7 +408,9 @@ def run_one(
         engine.dispose()
         late = lateness.scrape(base + i for base, count in metrics_bases for i in range(count))
         # The workers idle now; the emulator's figures were read above.
-        bare_after = bare_call_cpu(emulator, images, args.bare, args.qps) if args.bare else 0.0
+        bare_after = (
+            bare_call_cpu(emulator, images, args.bare, args.qps, bare_pool) if args.bare else 0.0
+        )
         for w in workers:
             w.terminate(timeout=60)
         if args.logs:
@@ -411,6 +448,7 @@ def run_one(
         states=states,
         commands=commands,
         lateness=late,
+        by_thread=dict(by_thread),
     )
 
 
@@ -447,6 +485,13 @@ def arguments() -> argparse.ArgumentParser:
         "--lateness",
         action="store_true",
         help="turn on the workers' metrics and print how late calls left after their slots",
+    )
+    parser.add_argument(
+        "--by-thread",
+        action="store_true",
+        help="name the workers' threads for the kernel and print their CPU per image by kind "
+        "(imgmod-call: client, permit, park; executor-0: Celery's pool, a message's claim and "
+        "store; main: the consumer); costs nothing measurable",
     )
     parser.add_argument(
         "--profile",
