@@ -503,7 +503,10 @@ def arguments() -> argparse.ArgumentParser:
 
 
 def main() -> None:
-    args = arguments().parse_args()
+    parser = arguments()
+    args = parser.parse_args()
+    if args.by_thread and args.profile:
+        parser.error("--by-thread and --profile: one at a time (the profiler's CPU would count)")
     dbs = ("sqlite", "postgresql") if args.db == "both" else (args.db,)
     print(
         f"throughput: n={args.n} qps={args.qps:g} latency={args.latency_ms:g}+0..{args.jitter_ms:g}"

@@ -9,8 +9,9 @@ process down by 1.5-2x; read the shares, not the absolute times.
 
 With IMGMOD_BENCH_THREAD_NAMES=1 (``bench/throughput.py --by-thread``), each thread gives the
 kernel its Python name instead (``imgmod-call``, ``executor-0`` for Celery's pool, ``main``;
-the pool index dropped, 15 bytes at most), and nothing is profiled: ``/proc/PID/task/*/stat``
-then tells what each kind of thread costs, at full speed (:func:`stack.thread_cpu`).
+the pool index dropped, 15 bytes at most), and nothing is profiled: each thread's
+``/proc/PID/task/TID/schedstat`` then tells what its kind costs, at full speed
+(:func:`stack.thread_cpu`).
 """
 
 from __future__ import annotations

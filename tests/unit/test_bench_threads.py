@@ -63,7 +63,9 @@ def test_the_cpu_of_a_named_thread_is_counted_under_its_name(bench) -> None:
         seen = max(seen, stack.thread_cpu([os.getpid()])["imgmod-burn"] - before)
     thread.join()
     assert 0.1 <= seen <= 5.0
-    assert stack.thread_cpu([os.getpid()])["imgmod-burn"] == 0  # gone with its thread
+    # Gone with its thread (the kernel's task may outlive Python's join by a moment).
+    while stack.thread_cpu([os.getpid()])["imgmod-burn"] != 0:
+        assert time.monotonic() < deadline, "an ended thread still counted"
 
 
 @pytest.mark.parametrize(
