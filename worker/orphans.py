@@ -98,8 +98,9 @@ def _queued_rows(limit: int) -> sa.Select[int, object]:
 class OrphanFinder:
     """Finds ``queued`` rows whose message is nowhere and claims them for publishing again.
 
-    Run by each worker's lease keeper (:mod:`worker.heartbeat`), which knows the messages in
-    hand. Costs nothing per image: a look every ``interval`` seconds is one LLEN while the
+    Every worker process's lease keeper (:mod:`worker.heartbeat`, which knows the messages in
+    hand) calls :meth:`look`; only the holder of the look's ``duty`` looks, the others forget
+    their suspects. Costs nothing per image: a look every ``interval`` seconds is one LLEN while the
     queue is long (its messages then stand for the queued rows; a lost one is found once the
     queue runs short, at the job's tail at the latest), else one indexed SELECT of the queued
     rows, and only when there are some, the short queue's ids and the ids in hand. A wrong
