@@ -14,15 +14,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-# 8 measured best on a 2-core box (bench/RESULTS.md, issue 12): the CPU per image falls little
-# further past it, while a message's ids wait for each other's calls (8 x 300 ms at most).
-BATCH_DEFAULTS: dict[str, str] = {"IMGMOD_IDS_PER_MESSAGE": "8"}
+# 16 (bench/RESULTS.md, issue 12, fifteenth session): per thread, a message's share of Celery's
+# pool and of the consumer halves from 8 (~0.3 ms of CPU per image); 32 saves ~0.1 ms more but
+# holds a message's first answers ~2 s (its rows are stored together, when the last is back).
+BATCH_DEFAULTS: dict[str, str] = {"IMGMOD_IDS_PER_MESSAGE": "16"}
 MAX_IDS_PER_MESSAGE = 100  # a message's ids are claimed, held and stored together
 
 
 @dataclass(frozen=True)
 class BatchSettings:
-    ids_per_message: int = 8
+    ids_per_message: int = 16
 
 
 def load_batch_settings(

@@ -17,8 +17,8 @@ IMAGES = 300
 STALL_SECONDS = 8
 # Threads of the worker whose broker loses its messages: few enough that most of the job's
 # messages wait in the broker when it does (each thread holds one message of up to
-# IMGMOD_IDS_PER_MESSAGE = 8 ids: 32 threads would hold nearly all of 300 images, and then
-# nothing is lost). 4 threads make 4 calls at a time: ~8 images/s at the emulator's 500 ms.
+# IMGMOD_IDS_PER_MESSAGE = 16 ids: 32 threads would hold all of 300 images, and then nothing is
+# lost; 4 hold at most 64). 4 threads make 4 calls at a time: ~8 images/s at the emulator's 500 ms.
 HOLDING_FEW = 4
 
 

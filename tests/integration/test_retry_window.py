@@ -53,6 +53,7 @@ def test_a_retry_larger_than_the_window_publishes_only_the_window(
         "IMGMOD_DATABASE_URL": sqlite_url,
         "IMGMOD_BROKER_URL": redis_url,
         "IMGMOD_QUEUE_WINDOW": str(window),
+        "IMGMOD_IDS_PER_MESSAGE": "8",
     }
 
     out = run_imgmod(env, "retry", "again", "--code", "404", timeout=60)

@@ -231,8 +231,8 @@ def test_the_call_deadline_has_a_default_and_must_be_positive() -> None:
         load_settings({"IMGMOD_CALL_DEADLINE": "0"})
 
 
-def test_ids_per_message_defaults_to_eight_and_names_the_variable_when_bad() -> None:
-    assert load_settings({}).batch.ids_per_message == 8
+def test_ids_per_message_defaults_to_sixteen_and_names_the_variable_when_bad() -> None:
+    assert load_settings({}).batch.ids_per_message == 16
     assert load_settings({"IMGMOD_IDS_PER_MESSAGE": "1"}).batch.ids_per_message == 1
     for bad in ("0", "-2", "x", "101", "2.5"):
         with pytest.raises(ConfigError, match="IMGMOD_IDS_PER_MESSAGE"):
