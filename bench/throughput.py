@@ -236,7 +236,7 @@ def bare_threads(qps: float, latency_ms: float, jitter_ms: float) -> int:
 
 
 def bare_call_cpu(
-    emulator: EmulatorHandle, images: ImageServerHandle, n: int, qps: float, threads: int = 48
+    emulator: EmulatorHandle, images: ImageServerHandle, n: int, qps: float, threads: int
 ) -> float:
     """CPU seconds per call of imgmod's client alone (sign, send, parse): ``n`` calls from a
     thread pool in this process, paced at 0.9 of the cap (``threads`` must hold that pace:

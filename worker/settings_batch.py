@@ -17,13 +17,14 @@ from dataclasses import dataclass
 # 16 (bench/RESULTS.md, issue 12, fifteenth session): per thread, a message's share of Celery's
 # pool and of the consumer halves from 8 (~0.3 ms of CPU per image); 32 saves ~0.1 ms more but
 # holds a message's first answers ~2 s (its rows are stored together, when the last is back).
-BATCH_DEFAULTS: dict[str, str] = {"IMGMOD_IDS_PER_MESSAGE": "16"}
+DEFAULT_IDS_PER_MESSAGE = 16
+BATCH_DEFAULTS: dict[str, str] = {"IMGMOD_IDS_PER_MESSAGE": str(DEFAULT_IDS_PER_MESSAGE)}
 MAX_IDS_PER_MESSAGE = 100  # a message's ids are claimed, held and stored together
 
 
 @dataclass(frozen=True)
 class BatchSettings:
-    ids_per_message: int = 16
+    ids_per_message: int = DEFAULT_IDS_PER_MESSAGE
 
 
 def load_batch_settings(
